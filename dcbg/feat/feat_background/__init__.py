@@ -1,0 +1,14 @@
+"""Feature computation: background image data from image data"""
+
+from .base import Background, get_available_background_methods
+from .bg_copy import BackgroundCopy
+from .bg_roll_median import BackgroundRollMed
+from .bg_sparse_median import BackgroundSparseMed
+
+__all__ = [
+    "Background",
+    "BackgroundCopy",
+    "BackgroundRollMed",
+    "BackgroundSparseMed",
+    "get_available_background_methods",
+]

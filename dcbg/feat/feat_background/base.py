@@ -1,0 +1,329 @@
+"""Base class of all background methods and the method registry"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+import logging
+import math
+import numbers
+import os
+import pathlib
+import threading
+import time
+
+from ... import ppid
+from ..._version import __version__
+from ...io import ImageStack, InputMeasurement, OutputFile
+from ...io.rtdc import _same_file, log_lines
+
+
+def cpu_count() -> int:
+    """Number of CPUs this process may run on"""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class Progress:
+    """Fraction of the work done, in [0, 1], readable from any thread"""
+
+    def __init__(self):
+        self.value = 0.0
+
+
+class Background(abc.ABC):
+    """Base class for background computation
+
+    Parameters
+    ----------
+    input_data: array-like or pathlib.Path or str
+        Either the path to an .rtdc (HDF5) file with the "image" feature
+        (which may live in a basin), or an array-like image stack whose
+        first axis enumerates frames (numpy array, h5py dataset; uint8 or
+        numbers that are integers in 0..255)
+    output_path: pathlib.Path or str
+        Path to the output file. If `input_data` is a path, you can set
+        `output_path` to the same path to write directly to the input
+        file. The data are written to the "image_bg" (and "bg_off")
+        features of the output file. A new output file references the
+        input file as a basin, so it shows all input features too. The
+        output is written to a temporary sibling and moved into place
+        when :meth:`process` succeeds.
+    compress: bool
+        Whether to compress background data (Zstandard). Set this to
+        False for faster processing.
+    num_cpus: int
+        Number of worker threads for the median computation. Defaults
+        to the number of CPUs available to this process.
+    kwargs:
+        Keyword arguments of the method (see :meth:`check_user_kwargs`)
+    """
+
+    def __init__(self, input_data, output_path, compress=True, num_cpus=None, **kwargs):
+        self.logger = logging.getLogger(
+            f"dcbg.feat.feat_background.{self.__class__.__name__}"
+        )
+        if not isinstance(output_path, (str, os.PathLike)):
+            raise TypeError(
+                f"output_path must be a str or pathlib.Path, got "
+                f"{type(output_path).__name__}"
+            )
+        self.output_path = pathlib.Path(output_path)
+        self._check_kwarg_names(kwargs)
+        self.check_user_kwargs(**kwargs)
+
+        #: background keyword arguments
+        self.kwargs = {
+            name: default
+            for name, (_, default) in ppid.get_kwarg_spec(type(self)).items()
+        }
+        self.kwargs.update(kwargs)
+
+        if num_cpus is None:
+            num_cpus = cpu_count()
+        if (
+            isinstance(num_cpus, bool)
+            or not isinstance(num_cpus, numbers.Integral)
+            or num_cpus < 1
+        ):
+            raise ValueError(f"num_cpus must be a positive integer, got {num_cpus!r}")
+        #: number of CPUs (worker threads) used
+        self.num_cpus = int(num_cpus)
+        self.compress = bool(compress)
+
+        #: fraction of images that have been processed (``.value``)
+        self.image_proc = Progress()
+        #: input measurement (dclab dataset wrapper), None for array input
+        self.hdin: InputMeasurement | None = None
+        #: input h5py.File
+        self.h5in = None
+        #: output h5py.File
+        self.h5out = None
+        #: reference paths for logging to the output .rtdc file
+        self.paths_ref = []
+        self.writer = None
+        self._output: OutputFile | None = None
+        self._processed = False
+        self._lock = threading.Lock()
+
+        try:
+            if isinstance(input_data, (str, os.PathLike)):
+                input_path = pathlib.Path(input_data)
+                in_place = input_path.exists() and _same_file(
+                    input_path, self.output_path
+                )
+                self.hdin = InputMeasurement(input_path, writable=in_place)
+                self.h5in = self.hdin.h5
+                if not in_place:
+                    self.paths_ref.append(input_path)
+                #: the input image stack (uint8 frames on access)
+                self.input_data = self.hdin.images
+            elif isinstance(input_data, ImageStack):
+                self.input_data = input_data
+            else:
+                self.input_data = ImageStack(input_data)
+
+            #: shape of event images
+            self.image_shape = self.input_data.frame_shape
+            #: number of images in the input data
+            self.image_count = len(self.input_data)
+            if self.image_count == 0:
+                where = self.hdin.path if self.hdin else "the input array"
+                raise ValueError(
+                    f"The 'image' feature of {where} has zero frames; "
+                    f"there is nothing to compute a background from"
+                )
+            self._output = OutputFile(self.output_path, self.hdin, compress)
+            self.h5out = self._output.h5
+            #: dclab.RTDCWriter for the output file
+            self.writer = self._output.writer
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, type, value, tb):
+        self.close()
+
+    def close(self):
+        """Release files and threads; discard an unfinished output"""
+        self.close_workers()
+        if self._output is not None:
+            self._output.close()
+        if self.hdin is not None:
+            self.hdin.close()
+
+    def close_workers(self):  # noqa: B027 (optional hook, not abstract)
+        """Stop worker threads (methods with workers override this)"""
+
+    @classmethod
+    def _check_kwarg_names(cls, kwargs):
+        valid = list(ppid.get_kwarg_spec(cls))
+        unknown = sorted(set(kwargs) - set(valid))
+        if unknown:
+            raise TypeError(
+                f"{cls.__name__} got unknown keyword argument(s) {unknown}; "
+                f"valid are {valid}"
+            )
+
+    @staticmethod
+    @abc.abstractmethod
+    def check_user_kwargs(**kwargs):
+        """Implement this to check the kwargs during init"""
+
+    def get_ppid(self):
+        """Return a unique background pipeline identifier
+
+        The pipeline identifier is universally applicable and must be
+        backwards-compatible. It is defined as ``KEY:KW_BACKGROUND``,
+        where KEY is e.g. "sparsemed" or "rollmed" and KW_BACKGROUND the
+        keyword arguments of :meth:`check_user_kwargs`, e.g.
+        ``kernel_size=100^batch_size=10000``, abbreviated to
+        ``k=100^b=10000``.
+        """
+        return self.get_ppid_from_ppkw(self.kwargs)
+
+    @classmethod
+    def get_ppid_code(cls):
+        """The method's key, e.g. "rollmed" for BackgroundRollMed"""
+        if cls is Background:
+            raise ValueError("The Background base class has no PPID code")
+        key = cls.__name__.lower()
+        if key.startswith("background"):
+            key = key[len("background") :]
+        return key
+
+    @classmethod
+    def get_ppid_from_ppkw(cls, kwargs):
+        """Return the PPID based on given keyword arguments for a subclass"""
+        return f"{cls.get_ppid_code()}:{ppid.kwargs_to_ppid(cls, kwargs)}"
+
+    @staticmethod
+    def get_ppkw_from_ppid(bg_ppid):
+        """Return keyword arguments for any subclass from a PPID string
+
+        Raises
+        ------
+        ValueError
+            If the PPID is malformed, names an unknown method or key, or
+            holds a value of the wrong type
+        """
+        if not isinstance(bg_ppid, str) or bg_ppid.count(":") != 1:
+            raise ValueError(
+                f"Invalid background PPID {bg_ppid!r}: expected 'METHOD:KWARGS', "
+                f"e.g. 'rollmed:k=100^b=10000'"
+            )
+        code, kwargs_ppid = bg_ppid.split(":")
+        methods = get_available_background_methods()
+        if code not in methods:
+            raise ValueError(
+                f"Unknown background method '{code}' in PPID {bg_ppid!r}; "
+                f"available are {sorted(methods)}"
+            )
+        return ppid.ppid_to_kwargs(methods[code], kwargs_ppid)
+
+    def get_progress(self):
+        """Return progress of background computation, float in [0,1]"""
+        if self.image_count == 0:
+            return 0.0
+        return min(1.0, max(0.0, float(self.image_proc.value)))
+
+    def process(self):
+        """Perform the background computation
+
+        This irreversibly removes/overrides any "image_bg" and "bg_off"
+        features defined in the output file `self.h5out`. On success the
+        output file is complete and in place; on any error (including
+        KeyboardInterrupt) nothing is left at the output path.
+        """
+        with self._lock:
+            if self._processed:
+                raise RuntimeError(f"{self} has already been processed")
+            self._processed = True
+        t0 = time.perf_counter()
+        try:
+            self._output.remove_background_features()
+            self.process_approach()
+            self.stamp_ppid()
+            duration = time.perf_counter() - t0
+            self._output.store_log(
+                "dcbg-background",
+                log_lines(
+                    {
+                        "software": f"dcbg {__version__}",
+                        "ppid": self.get_ppid(),
+                        "ppid generation": ppid.PPID_GENERATION,
+                        "input": [str(p) for p in self.paths_ref],
+                        "frames": self.image_count,
+                        "num_cpus": self.num_cpus,
+                        "compress": self.compress,
+                        "seconds": round(duration, 3),
+                    }
+                ),
+            )
+            # worker threads must be idle before the file is closed
+            self.close_workers()
+            self._output.commit()
+        except BaseException:
+            self.close_workers()
+            self._output.discard()
+            raise
+        self.image_proc.value = 1.0
+        self.logger.info(f"Background computation time: {duration:.1f}s")
+
+    def stamp_ppid(self):
+        """Store the PPID with the background features it produced"""
+        self._output.set_feature_attrs(
+            {
+                "dcnum ppid background": self.get_ppid(),
+                "dcnum ppid generation": ppid.PPID_GENERATION,
+            }
+        )
+
+    @abc.abstractmethod
+    def process_approach(self):
+        """The actual background computation approach"""
+
+
+def get_available_background_methods():
+    """Return dictionary of background computation methods
+
+    The dictionary maps each method's PPID code to its class. It is
+    derived from the subclasses of :class:`Background`, so a new method
+    registers itself by subclassing it.
+    """
+    methods = {}
+    stack = list(Background.__subclasses__())
+    while stack:
+        cls = stack.pop(0)
+        stack.extend(cls.__subclasses__())
+        if not inspect.isabstract(cls):
+            methods.setdefault(cls.get_ppid_code(), cls)
+    return methods
+
+
+def check_positive_int(name: str, value, even: bool = False):
+    """Raise ValueError unless `value` is a positive (even) integer"""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    if even and value % 2:
+        raise ValueError(f"{name} must be an even number, got {value}")
+
+
+def check_real(name: str, value, low=None, high=None, low_open=False):
+    """Raise ValueError unless `value` is a finite number in the range"""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if low is not None and (value <= low if low_open else value < low):
+        rule = ">" if low_open else ">="
+        raise ValueError(f"{name} must be {rule} {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value}")

@@ -1,0 +1,100 @@
+"""Copy an existing background from the input to the output file"""
+
+from __future__ import annotations
+
+from ...io import ImageStack
+from .base import Background
+
+
+class BackgroundCopy(Background):
+    """Copy the input background data to the output file
+
+    ``image_bg`` and ``bg_off`` are copied as they are stored in the
+    input: plain features are copied dataset by dataset (keeping their
+    compression and PPID attributes), an ``image_bg`` held in a mapped
+    internal basin is stored again as a mapped internal basin, and an
+    ``image_bg`` reachable only through a file basin is copied frame
+    block by frame block. If the output is the input file, nothing needs
+    to be copied.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        try:
+            if self.hdin is None:
+                raise ValueError(
+                    "BackgroundCopy needs an .rtdc file as input_data (the "
+                    "background is copied from its 'image_bg' feature), got "
+                    "an array"
+                )
+            ds = self.hdin.ds
+            if "image_bg" not in ds.features_innate + ds.features_basin:
+                raise ValueError(
+                    f"Input file '{self.hdin.path}' has no 'image_bg' feature to copy"
+                )
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def check_user_kwargs():
+        """BackgroundCopy has no keyword arguments"""
+
+    def process_approach(self):
+        """Copy ``image_bg`` and ``bg_off`` from the input to the output"""
+        self.image_proc.value = 0.0
+        if self.h5in is not self.h5out:
+            events_in = self.h5in["events"]
+            events_out = self.h5out.require_group("events")
+            copied = []
+            for feat in ("image_bg", "bg_off"):
+                if feat in events_in:
+                    self.h5in.copy(events_in[feat], events_out, name=feat)
+                    copied.append(feat)
+            if "image_bg" not in copied and not self._copy_internal_basin():
+                self._copy_image_bg_frames()
+        self.image_proc.value = 1.0
+
+    def _copy_internal_basin(self) -> bool:
+        for bn_dict in self.hdin.ds.basins_get_dicts():
+            if bn_dict.get("type") != "internal":
+                continue
+            if "image_bg" not in (bn_dict.get("features") or []):
+                continue
+            group = self.h5in[bn_dict.get("paths", ["basin_events"])[0]]
+            data = {"image_bg": group["image_bg"][:]}
+            mapping = bn_dict.get("mapping", "same")
+            if mapping in (None, "same"):
+                self._output.store_feature("image_bg", data["image_bg"])
+            else:
+                self._output.store_internal_basin(
+                    name=bn_dict.get("name", "background images"),
+                    description=bn_dict.get("description"),
+                    features=data,
+                    mapping=self.h5in["events"][mapping][:],
+                )
+            return True
+        return False
+
+    def _copy_image_bg_frames(self):
+        # image_bg only reachable through a (possibly mapped) file basin
+        stack = ImageStack(
+            self.hdin.ds["image_bg"], name=f"'image_bg' of '{self.hdin.path}'"
+        )
+        dset = self._output.create_image_feature(
+            "image_bg", len(stack), stack.frame_shape
+        )
+        for start, stop in stack.iter_blocks():
+            dset[start:stop] = stack.read(start, stop)
+            self.image_proc.value = stop / len(stack)
+
+    def stamp_ppid(self):
+        """Keep the PPID of the copied data (it names how they were made)"""
+        for grp in ("events", "basin_events"):
+            for feat in ("image_bg", "bg_off"):
+                path = f"{grp}/{feat}"
+                if path in self.h5out and self.h5in is not None and path in self.h5in:
+                    continue  # attributes were copied with the dataset
+                attrs = self.h5out[path].attrs if path in self.h5out else {}
+                if path in self.h5out and "dcnum ppid background" not in attrs:
+                    attrs["dcnum ppid background"] = self.get_ppid()

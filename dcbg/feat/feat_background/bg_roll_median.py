@@ -1,0 +1,282 @@
+"""Rolling median background"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...kernels import rolling_median_pixels
+from .base import Background, check_positive_int
+from .workers import Counter, WorkerPool, wait_all
+
+
+class BackgroundRollMed(Background):
+    def __init__(
+        self,
+        input_data,
+        output_path,
+        kernel_size=100,
+        batch_size=10000,
+        compress=True,
+        num_cpus=None,
+    ):
+        """Rolling median RT-DC background image computation
+
+        For every frame ``i`` and pixel, the background is the element at
+        sorted position ``kernel_size // 2`` of the following
+        ``kernel_size`` frames ``image[i:i + kernel_size]``; the last
+        ``kernel_size`` frames get the background of frame
+        ``N - kernel_size - 1``. The result is identical to dcnum's.
+
+        1. Input frames are read in batches of ``batch_size +
+           kernel_size`` frames into `shared_input`.
+        2. Each batch is processed in blocks: while worker threads
+           compute the rolling median of one block with a compiled
+           sliding-histogram kernel (O(1) per pixel and frame, GIL
+           released), an I/O thread reads the next block and writes
+           (compresses) the previous one.
+        3. The medians land in `shared_output` and are written to the
+           "image_bg" feature of the output file.
+
+        The workers are threads, not processes: no spawn overhead and no
+        ``if __name__ == "__main__":`` guard needed.
+
+        Parameters
+        ----------
+        input_data: array-like or pathlib.Path or str
+            Path to an .rtdc file with the "image" feature (possibly in
+            a basin) or an array-like image stack (first axis: frames)
+        output_path: pathlib.Path or str
+            Output file; may be the input file (written in place). The
+            data are written to the "events/image_bg" feature.
+        kernel_size: int
+            Number of frames whose median gives the background of a frame;
+            positive and even.
+        batch_size: int
+            Number of frames processed per batch (> kernel_size). Memory
+            use is about ``2 * batch_size`` frames; the result does not
+            depend on it.
+        compress: bool
+            Whether to compress background data (Zstandard).
+        num_cpus: int
+            Number of worker threads for the median computation.
+            Defaults to the number of CPUs available.
+        """
+        super().__init__(
+            input_data=input_data,
+            output_path=output_path,
+            compress=compress,
+            num_cpus=num_cpus,
+            kernel_size=kernel_size,
+            batch_size=batch_size,
+        )
+        try:
+            if kernel_size > self.image_count:
+                raise ValueError(
+                    f"kernel_size={kernel_size} is larger than the number of "
+                    f"frames N={self.image_count}; the rolling median needs "
+                    f"at least kernel_size frames"
+                )
+            #: kernel size used for median filtering
+            self.kernel_size = kernel_size
+            #: number of events processed at once
+            self.batch_size = batch_size
+            npix = int(np.prod(self.image_shape))
+            # Buffers never need to be larger than the data.
+            in_rows = min(batch_size + kernel_size, self.image_count)
+            out_rows = max(1, min(batch_size, self.image_count - kernel_size))
+            #: flat uint8 buffer for the batch input frames
+            self.shared_input_raw = np.empty(in_rows * npix, dtype=np.uint8)
+            #: flat uint8 buffer for the batch median frames
+            self.shared_output_raw = np.empty(out_rows * npix, dtype=np.uint8)
+            #: batch input (frames, pixels) view on `shared_input_raw`
+            self.shared_input = self.shared_input_raw.reshape(in_rows, npix)
+            #: batch output (frames, pixels) view on `shared_output_raw`
+            self.shared_output = self.shared_output_raw.reshape(out_rows, npix)
+            #: number of batches processed (see `process_next_batch`)
+            self.current_batch = 0
+            #: number of median jobs finished by the workers
+            self.worker_counter = Counter()
+            #: job queue of the worker threads (None when not running)
+            self.queue = None
+            #: worker threads (empty when not running)
+            self.workers = []
+            self._pool = None
+            self._io = None
+            self._dataset = None
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def check_user_kwargs(*, kernel_size: int = 100, batch_size: int = 10000):
+        """Check user-defined properties of this class
+
+        This method primarily exists so that the CLI knows which keyword
+        arguments can be passed to this class.
+
+        Parameters
+        ----------
+        kernel_size: int
+            Kernel size for median computation. This is the number of
+            events that are used to compute the median for each pixel;
+            positive and even.
+        batch_size: int
+            Number of events to process at the same time; larger than
+            ``kernel_size``. Larger values need more memory and do not
+            change the result.
+
+        Raises
+        ------
+        ValueError
+            If a value breaks its rule
+        """
+        check_positive_int("kernel_size", kernel_size, even=True)
+        check_positive_int("batch_size", batch_size)
+        if batch_size <= kernel_size:
+            raise ValueError(
+                f"batch_size must be larger than kernel_size, got "
+                f"batch_size={batch_size}, kernel_size={kernel_size}"
+            )
+
+    def _start_workers(self):
+        if self._pool is None:
+            self._pool = WorkerPool(self.num_cpus, name="dcbg-rollmed")
+            self._io = WorkerPool(1, name="dcbg-rollmed-io")
+            self.queue = self._pool.queue
+            self.workers = self._pool.workers
+            self.worker_counter = self._pool.counter
+
+    def close_workers(self):
+        for pool in (getattr(self, "_pool", None), getattr(self, "_io", None)):
+            if pool is not None:
+                pool.close()
+        self._pool = self._io = None
+        self.queue = None
+        self.workers = []
+
+    def get_slices_for_batch(self, batch_index=0):
+        """Returns slices for getting the input and writing to output
+
+        The input slice is `self.kernel_size` longer than the output slice.
+
+        Returns
+        -------
+        slice_in: slice
+            Input frames of the batch
+        slice_out: slice
+            Frames whose background the batch computes
+        output_size: int
+            Number of frames in `slice_out` (0 past the end)
+        """
+        start = batch_index * self.batch_size
+        stop_in = (batch_index + 1) * self.batch_size + self.kernel_size
+        stop_out = (batch_index + 1) * self.batch_size
+        if stop_in > self.image_count:
+            stop_in = self.image_count
+            stop_out = self.image_count - self.kernel_size
+            if self.image_count == self.kernel_size and batch_index == 0:
+                # one full window: its median serves every frame
+                stop_out = 1
+        output_size = max(0, stop_out - start)
+        return slice(start, stop_in), slice(start, start + output_size), output_size
+
+    def map_iterator(self):
+        """Iterate over the pixel ranges the worker threads process"""
+        npix = self.shared_input.shape[1]
+        parts = min(self.num_cpus, npix)
+        bounds = np.linspace(0, npix, parts + 1).astype(int)
+        for p0, p1 in zip(bounds[:-1], bounds[1:], strict=True):
+            if p1 > p0:
+                yield slice(int(p0), int(p1))
+
+    def _output_dataset(self):
+        if self._dataset is None:
+            self._dataset = self._output.create_image_feature(
+                "image_bg", self.image_count, self.image_shape
+            )
+        return self._dataset
+
+    def _block_rows(self):
+        """Frames per pipeline block: whole output chunks, several kernels"""
+        chunk = self._output_dataset().chunks[0]
+        rows = max(4 * self.kernel_size, 512)
+        return max(1, round(rows / chunk)) * chunk
+
+    def process_approach(self):
+        """Perform median computation on entire input data"""
+        num_batches = int(np.ceil(self.image_count / self.batch_size))
+        while self.current_batch < num_batches:
+            self.process_next_batch()
+        self._fill_tail()
+        self.image_proc.value = 1.0
+
+    def _fill_tail(self):
+        """Frames without a full window get the last computed background"""
+        dset = self._output_dataset()
+        first = max(1, self.image_count - self.kernel_size)
+        last = dset[first - 1]
+        chunk = dset.chunks[0]
+        pos = first
+        while pos < self.image_count:
+            stop = min(self.image_count, (pos // chunk + 1) * chunk)
+            dset[pos:stop] = last[np.newaxis]
+            pos = stop
+
+    def process_next_batch(self):
+        """Process one batch of input data"""
+        slice_in, slice_out, output_size = self.get_slices_for_batch(self.current_batch)
+        if output_size:
+            self._start_workers()
+            self._process_batch(slice_in.start, output_size)
+        self.current_batch += 1
+        self.image_proc.value = min(
+            1.0, self.current_batch * self.batch_size / self.image_count
+        )
+
+    def _process_batch(self, start, output_size):
+        k = self.kernel_size
+        dset = self._output_dataset()
+        rows = self._block_rows()
+        # Blocks end on absolute chunk boundaries of the output dataset,
+        # so every compressed chunk is written exactly once.
+        ends = list(range((start // rows + 1) * rows - start, output_size, rows))
+        ends.append(output_size)
+        blocks = list(zip([0, *ends[:-1]], ends, strict=True))
+
+        def read(lo, hi):
+            self.input_data.read(start + lo, start + hi, out=self.shared_input[lo:hi])
+
+        def write(lo, hi):
+            out = self.shared_output[lo:hi].reshape(hi - lo, *self.image_shape)
+            dset[start + lo : start + hi] = out
+
+        pending = []
+        read_end = blocks[0][1] + k - 1
+        reading = self._io.submit(read, 0, read_end)
+        try:
+            for ii, (lo, hi) in enumerate(blocks):
+                wait_all([reading])
+                if ii + 1 < len(blocks):
+                    next_end = blocks[ii + 1][1] + k - 1
+                    reading = self._io.submit(read, read_end, next_end)
+                    read_end = next_end
+                self._pool.run_all(
+                    rolling_median_pixels,
+                    [
+                        (
+                            self.shared_input[lo : hi + k - 1],
+                            k,
+                            self.shared_output[lo:hi],
+                            pix,
+                        )
+                        for pix in self.map_iterator()
+                    ],
+                )
+                pending.append(self._io.submit(write, lo, hi))
+                self.image_proc.value = (start + hi) / self.image_count
+            wait_all(pending)
+        except BaseException:
+            # let queued I/O finish or cancel before buffers go away
+            for fut in [reading, *pending]:
+                fut.cancel()
+            raise

@@ -1,0 +1,458 @@
+"""Sparse median background with cleansing"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy import ndimage
+
+from ...kernels import window_median_pixels
+from .base import Background, check_positive_int, check_real
+from .workers import Counter, WorkerPool, wait_all
+
+#: height of the top image slice (channel wall) used for ``bg_off``, pixels
+OFFSET_ROWS = 20
+
+
+class BackgroundSparseMed(Background):
+    def __init__(
+        self,
+        input_data,
+        output_path,
+        kernel_size=200,
+        split_time=1.0,
+        thresh_cleansing=0,
+        frac_cleansing=0.8,
+        offset_correction=True,
+        compress=True,
+        num_cpus=None,
+    ):
+        """Sparse median background correction with cleansing
+
+        In contrast to the rolling median, this method computes a
+        background image only every ``split_time`` seconds, from a larger
+        window (default 200 frames). The result is identical to dcnum's.
+
+        1. At time stamps every `split_time` seconds, a background image
+           is computed from the `kernel_size` frames starting at the frame
+           closest in time, resulting in a background series.
+        2. Cleansing: background images that contain streaks of cells are
+           removed from the series (see :func:`cleanse_background_series`).
+        3. Each frame gets the background image closest to it in time.
+           The series is stored once, as an internal basin mapped to the
+           frames ("basin_events/image_bg" plus "events/basinmapN").
+        4. With `offset_correction`, the per-frame brightness offset
+           "bg_off" is computed from the top 20 pixel rows of each frame.
+
+        The input is read once, in chunk-aligned blocks: the median
+        windows are filled and the top-slice sums for "bg_off" computed
+        in the same pass, medians run on `num_cpus` worker threads (no
+        processes, no ``if __name__ == "__main__":`` guard needed).
+
+        Parameters
+        ----------
+        input_data: array-like or pathlib.Path or str
+            Path to an .rtdc file with the "image" feature (possibly in a
+            basin) or an array-like image stack (first axis: frames).
+        output_path: pathlib.Path or str
+            Output file; may be the input file (written in place).
+        kernel_size: int
+            Number of frames whose median gives one background image.
+            Larger than the number of frames: a warning, and all frames
+            are used (the PPID keeps the requested value).
+        split_time: float
+            Time between background images in the series, in seconds
+        thresh_cleansing: float
+            Positive factor scaling the threshold that excludes background
+            images from the series; larger values exclude more. 0 enforces
+            the fixed fraction `frac_cleansing`.
+        frac_cleansing: float
+            Fraction (0, 1] of background images that must remain after
+            cleansing. 1 disables cleansing.
+        offset_correction: bool
+            Compute the per-frame offset "bg_off" (median-free: mean of
+            the top 20 pixel rows of the frame minus that of its
+            background image), so that ``image_bg + bg_off`` follows
+            frame-to-frame flicker of the illumination.
+        compress: bool
+            Whether to compress background data (Zstandard).
+        num_cpus: int
+            Number of worker threads. Defaults to the CPUs available.
+        """
+        super().__init__(
+            input_data=input_data,
+            output_path=output_path,
+            compress=compress,
+            num_cpus=num_cpus,
+            kernel_size=kernel_size,
+            split_time=split_time,
+            thresh_cleansing=thresh_cleansing,
+            frac_cleansing=frac_cleansing,
+            offset_correction=offset_correction,
+        )
+        try:
+            if kernel_size > self.image_count:
+                msg = (
+                    f"The kernel size {kernel_size} is larger than the number "
+                    f"of frames {self.image_count}; using all "
+                    f"{self.image_count} frames"
+                )
+                self.logger.warning(msg)
+                warnings.warn(msg, UserWarning, stacklevel=2)
+                kernel_size = self.image_count
+            #: kernel size used for median filtering
+            self.kernel_size = kernel_size
+            #: time between background images in the background series
+            self.split_time = split_time
+            #: cleansing threshold factor
+            self.thresh_cleansing = thresh_cleansing
+            #: keep at least this many background images from the series
+            self.frac_cleansing = frac_cleansing
+            #: offset/flickering correction
+            self.offset_correction = offset_correction
+            #: time of each frame relative to the first frame, seconds
+            self.time = self._get_time_axis()
+            #: duration of the measurement, seconds
+            self.duration = self.time[-1] - self.time[0]
+            #: times of the background series, seconds
+            self.step_times = np.arange(0, self.duration, self.split_time)
+            if self.step_times.size == 0:
+                # one frame or no time span: one image serves every frame
+                self.step_times = np.zeros(1)
+            #: array containing all background images
+            self.bg_images = np.zeros(
+                (self.step_times.size, *self.image_shape), dtype=np.uint8
+            )
+            npix = int(np.prod(self.image_shape))
+            #: flat uint8 buffer for the frames of one median window
+            self.shared_input_raw = np.empty(kernel_size * npix, dtype=np.uint8)
+            #: flat uint8 buffer for one median background image
+            self.shared_output_raw = np.empty(npix, dtype=np.uint8)
+            #: (frames, pixels) view on `shared_input_raw`
+            self.shared_input = self.shared_input_raw.reshape(kernel_size, npix)
+            #: image-shaped view on `shared_output_raw`
+            self.shared_output = self.shared_output_raw.reshape(self.image_shape)
+            #: number of median jobs finished by the workers
+            self.worker_counter = Counter()
+            #: job queue of the worker threads (None when not running)
+            self.queue = None
+            #: worker threads (empty when not running)
+            self.workers = []
+            self._pool = None
+            self._io = None
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def check_user_kwargs(
+        *,
+        kernel_size: int = 200,
+        split_time: float = 1.0,
+        thresh_cleansing: float = 0,
+        frac_cleansing: float = 0.8,
+        offset_correction: bool = True,
+    ):
+        """Initialize user-defined properties of this class
+
+        This method primarily exists so that the CLI knows which keyword
+        arguments can be passed to this class.
+
+        Parameters
+        ----------
+        kernel_size: int
+            Kernel size for median computation: the number of frames
+            whose median gives one background image (> 0).
+        split_time: float
+            Time between background images in the background series,
+            in seconds (> 0)
+        thresh_cleansing: float
+            Factor scaling the cleansing threshold (>= 0); larger values
+            exclude more background images. 0 enforces `frac_cleansing`.
+        frac_cleansing: float
+            Fraction in (0, 1] of background images that must remain
+            after cleansing; 1 disables cleansing.
+        offset_correction: bool
+            Compute the per-frame brightness offset "bg_off" from the top
+            20 pixel rows (channel wall) of each frame.
+
+        Raises
+        ------
+        ValueError
+            If a value breaks its rule
+        """
+        check_positive_int("kernel_size", kernel_size)
+        check_real("split_time", split_time, low=0, low_open=True)
+        check_real("thresh_cleansing", thresh_cleansing, low=0)
+        check_real("frac_cleansing", frac_cleansing, low=0, high=1, low_open=True)
+        if not isinstance(offset_correction, (bool, np.bool_, int)) or (
+            offset_correction not in (0, 1)
+        ):
+            raise ValueError(
+                f"offset_correction must be True or False, got {offset_correction!r}"
+            )
+
+    def _get_time_axis(self) -> np.ndarray:
+        """Frame times in seconds, from the best source available"""
+        count = self.image_count
+        if self.hdin is not None:
+            time = self.hdin.get_feature("time")
+            if time is not None:
+                return time - time[0]
+            rate = self.h5in.attrs.get("imaging:frame rate")
+            if rate is not None:
+                frame = self.hdin.get_feature("frame")
+                if frame is not None:
+                    time = frame / rate
+                    return time - time[0]
+                duration = count / rate * 1.5
+                self.logger.info(f"Approximating duration: {duration / 60:.1f}min")
+                return np.linspace(0, duration, count, endpoint=True)
+        duration = count / 3600 * 1.5
+        self.logger.info(f"Guessing duration: {duration / 60:.1f}min")
+        return np.linspace(0, duration, count, endpoint=True)
+
+    def get_window(self, second: float) -> tuple[int, int]:
+        """First and stop frame of the median window for a series time"""
+        start = int(np.argmin(np.abs(second - self.time)))
+        stop = start + self.kernel_size
+        if stop >= self.image_count:
+            stop = self.image_count
+            start = max(0, stop - self.kernel_size)
+        return start, stop
+
+    def _start_workers(self):
+        if self._pool is None:
+            self._pool = WorkerPool(self.num_cpus, name="dcbg-sparsemed")
+            self._io = WorkerPool(1, name="dcbg-sparsemed-io")
+            self.queue = self._pool.queue
+            self.workers = self._pool.workers
+            self.worker_counter = self._pool.counter
+
+    def close_workers(self):
+        for pool in (getattr(self, "_pool", None), getattr(self, "_io", None)):
+            if pool is not None:
+                pool.close()
+        self._pool = self._io = None
+        self.queue = None
+        self.workers = []
+
+    def _pixel_slices(self):
+        npix = self.shared_input.shape[1]
+        # several jobs per thread balance the load
+        parts = min(npix, 4 * self.num_cpus)
+        bounds = np.linspace(0, npix, parts + 1).astype(int)
+        return [
+            slice(int(a), int(b))
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+            if b > a
+        ]
+
+    def _median(self, window: np.ndarray, out: np.ndarray):
+        """Median (sorted position k // 2) of a (k, pixels) window into `out`"""
+        flat = out.reshape(-1)
+        rank = window.shape[0] // 2
+        self._pool.run_all(
+            window_median_pixels,
+            [(window, rank, flat, pix) for pix in self._pixel_slices()],
+        )
+
+    def process_second(self, ii: int, second: float | int):
+        """Compute background image `ii` of the series from its window
+
+        Parameters
+        ----------
+        ii: int
+            Index in the background series (`bg_images`)
+        second: float
+            Time of the series entry, seconds since the first frame
+        """
+        self._start_workers()
+        start, stop = self.get_window(second)
+        self.input_data.read(start, stop, out=self.shared_input)
+        self._median(self.shared_input, self.shared_output)
+        self.bg_images[ii] = self.shared_output
+        self.image_proc.value = stop / (self.image_count * (1 + self.offset_correction))
+
+    def process_approach(self):
+        """Perform median computation on entire input data"""
+        self._start_workers()
+        top_sums = self._compute_series_and_sums()
+        used = cleanse_background_series(
+            self.bg_images, self.thresh_cleansing, self.frac_cleansing, self.logger
+        )
+        step_times = self.step_times[used]
+        bg_images = self.bg_images[used]
+        bg_idx = assign_background_index(self.time, step_times, self.split_time)
+        self._output.store_internal_basin(
+            name="background images",
+            description=f"Pipeline identifier: {self.get_ppid()}",
+            features={"image_bg": bg_images},
+            mapping=bg_idx,
+        )
+        if self.offset_correction:
+            rows = min(OFFSET_ROWS, self.image_shape[0])
+            bg_mean = np.mean(bg_images[:, :OFFSET_ROWS, :], axis=(1, 2))
+            frame_mean = top_sums.astype(np.float64) / (rows * self.image_shape[1])
+            self._output.store_feature("bg_off", frame_mean - bg_mean[bg_idx])
+        self.image_proc.value = 1.0
+
+    def _compute_series_and_sums(self) -> np.ndarray | None:
+        """One pass over the input: median windows and top-slice sums"""
+        count = self.image_count
+        windows = [self.get_window(t) for t in self.step_times]
+        top_sums = np.zeros(count, dtype=np.int64) if self.offset_correction else None
+        if self.offset_correction:
+            ranges = [(0, count)]
+        else:
+            ranges = _merge_ranges(windows)
+        blocks = [
+            block
+            for lo, hi in ranges
+            for block in self.input_data.iter_blocks(
+                max(self.input_data.chunk_frames, 256), lo, hi
+            )
+        ]
+        # A window buffer is allocated when its first frame arrives and
+        # freed after its median; windows overlap only for short split times.
+        open_windows = {}
+        free_buffers = [self.shared_input]
+        npix = self.shared_input.shape[1]
+        next_window = 0
+        total = count * (1 + self.offset_correction)
+
+        def read(lo, hi):
+            return self.input_data.read(lo, hi).reshape(hi - lo, npix)
+
+        reading = self._io.submit(read, *blocks[0]) if blocks else None
+        try:
+            for bi, (lo, hi) in enumerate(blocks):
+                frames = wait_all([reading])[0]
+                if bi + 1 < len(blocks):
+                    reading = self._io.submit(read, *blocks[bi + 1])
+                if top_sums is not None:
+                    top = frames.reshape(hi - lo, *self.image_shape)[:, :OFFSET_ROWS]
+                    top_sums[lo:hi] = top.sum(axis=(1, 2), dtype=np.int64)
+                while next_window < len(windows) and windows[next_window][0] < hi:
+                    if free_buffers:
+                        buf = free_buffers.pop()
+                    else:
+                        buf = np.empty_like(self.shared_input)
+                    open_windows[next_window] = buf
+                    next_window += 1
+                for wi in sorted(open_windows):
+                    start, stop = windows[wi]
+                    a, b = max(start, lo), min(stop, hi)
+                    if a < b:
+                        open_windows[wi][a - start : b - start] = frames[
+                            a - lo : b - lo
+                        ]
+                    if stop <= hi:
+                        buf = open_windows.pop(wi)
+                        self._median(buf[: stop - start], self.bg_images[wi])
+                        free_buffers.append(buf)
+                self.image_proc.value = hi / total
+        except BaseException:
+            if reading is not None:
+                reading.cancel()
+            raise
+        return top_sums
+
+
+def _merge_ranges(windows):
+    """Union of frame ranges as sorted, disjoint ranges"""
+    merged = []
+    for start, stop in sorted(windows):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], stop)
+        else:
+            merged.append([start, stop])
+    return [tuple(r) for r in merged]
+
+
+def cleanse_background_series(bg_images, thresh_cleansing, frac_cleansing, logger):
+    """Find the background images of a series that do not show cells
+
+    Background images computed while cells streamed through the same
+    spot show the cells. Such images stand out in the peak-to-peak
+    grey-value profile across the channel: for each image, take the
+    peak-to-peak range along the channel axis of every row, subtract the
+    series' median profile, average the central rows, subtract a running
+    median (10 images) as baseline, and compare the absolute deviation
+    from its median with a threshold: ``150 * var(deviation) /
+    thresh_cleansing``, or, with ``thresh_cleansing == 0``, the
+    `frac_cleansing` quantile of the deviations. If the threshold keeps
+    fewer than `frac_cleansing` of the images, the quantile is used
+    instead (with a warning).
+
+    Parameters
+    ----------
+    bg_images: np.ndarray
+        Background series, uint8 (images, height, width)
+    thresh_cleansing: float
+        Threshold factor; 0 selects the quantile method
+    frac_cleansing: float
+        Fraction of images to keep at least; 1 disables cleansing
+    logger: logging.Logger
+        Where to report what was removed
+
+    Returns
+    -------
+    used: np.ndarray
+        Boolean mask over the series: True for images to keep
+    """
+    if frac_cleansing == 1:
+        logger.info("Background series cleansing disabled")
+        return np.ones(len(bg_images), dtype=bool)
+    profiles = np.ptp(bg_images, axis=2)
+    profiles_norm = profiles - np.median(profiles, axis=0).reshape(1, -1)
+    height = profiles.shape[1]
+    spread = max(20, height // 4)
+    center = slice(height // 2 - spread, height // 2 + spread)
+    profiles_center = np.mean(profiles_norm[:, center], axis=1)
+    baseline = ndimage.median_filter(profiles_center, size=10)
+    deviation = profiles_center - baseline
+    ref = np.abs(deviation - np.median(deviation))
+    thresh_fact = np.var(ref) * 150
+    if thresh_cleansing != 0:
+        thresh = thresh_fact / thresh_cleansing
+    else:
+        thresh = np.quantile(ref, frac_cleansing)
+    used = ref <= thresh
+    frac_remove = np.sum(~used) / used.size
+    if thresh_cleansing != 0 and (1 - frac_remove) < frac_cleansing:
+        frac_remove_user = frac_remove
+        thresh = np.quantile(ref, frac_cleansing)
+        used = ref <= thresh
+        frac_remove = np.sum(~used) / used.size
+        msg = (
+            f"{frac_remove_user:.1%} of the background images would be removed "
+            f"with thresh_cleansing={thresh_cleansing}, so frac_cleansing="
+            f"{frac_cleansing} is enforced instead (new threshold factor "
+            f"{thresh_fact / thresh}). Decrease thresh_cleansing or "
+            f"frac_cleansing to avoid this warning."
+        )
+        logger.warning(msg)
+        warnings.warn(msg, UserWarning, stacklevel=3)
+    logger.info(f"Cleansed {frac_remove:.2%}")
+    return used
+
+
+def assign_background_index(time, step_times, split_time) -> np.ndarray:
+    """Index into the background series for every frame
+
+    Frame ranges switch from one series image to the next at the frame
+    closest to half a split time after the earlier image's time.
+    """
+    bg_idx = np.zeros(time.size, dtype=np.int64)
+    idx0 = 0
+    idx1 = None
+    ii = 0
+    for ii, t1 in enumerate(step_times):
+        idx1 = int(np.argmin(np.abs(time - t1 - split_time / 2)))
+        bg_idx[idx0:idx1] = ii
+        idx0 = idx1
+    if idx1 is not None:
+        bg_idx[idx1:] = ii
+    return bg_idx

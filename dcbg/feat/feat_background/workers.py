@@ -1,0 +1,131 @@
+"""Worker threads for background computation
+
+dcnum runs its median workers as spawned processes, which need an
+``if __name__ == "__main__":`` guard and seconds of start-up time. Our
+kernels are compiled with numba and release the GIL, so plain threads
+use all cores, start instantly and work in scripts and Jupyter alike.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future
+
+
+class Counter:
+    """Thread-safe integer counter with a ``value`` attribute"""
+
+    def __init__(self, value: int = 0):
+        self._lock = threading.Lock()
+        self.value = value
+
+    def increment(self):
+        with self._lock:
+            self.value += 1
+
+
+class WorkerPool:
+    """A fixed set of daemon worker threads fed from one job queue
+
+    Parameters
+    ----------
+    num_threads: int
+        Number of worker threads
+    name: str
+        Thread name prefix (shows up in debuggers and profilers)
+
+    Attributes
+    ----------
+    queue: queue.SimpleQueue
+        Pending jobs ``(future, function, args)``
+    counter: Counter
+        Number of jobs finished since the pool started
+    workers: list of threading.Thread
+        The worker threads
+    """
+
+    def __init__(self, num_threads: int, name: str = "dcbg-worker"):
+        self.queue = queue.SimpleQueue()
+        self.counter = Counter()
+        self.workers = [
+            threading.Thread(target=self._work, name=f"{name}-{ii}", daemon=True)
+            for ii in range(num_threads)
+        ]
+        for worker in self.workers:
+            worker.start()
+
+    def _work(self):
+        while True:
+            job = self.queue.get()
+            if job is None:
+                return
+            future, func, args = job
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(func(*args))
+                except BaseException as exc:
+                    future.set_exception(exc)
+            self.counter.increment()
+
+    def submit(self, func, *args) -> Future:
+        """Run ``func(*args)`` on a worker thread"""
+        future = Future()
+        self.queue.put((future, func, args))
+        return future
+
+    def run_all(self, func, args_list) -> list:
+        """Run ``func(*args)`` for every ``args`` in parallel; wait for all
+
+        The first exception raised by a job is raised here, after all
+        jobs have finished, so no job writes into buffers after return.
+        """
+        futures = [self.submit(func, *args) for args in args_list]
+        return wait_all(futures)
+
+    def close(self):
+        """Cancel pending jobs and stop the threads (waits for running jobs)"""
+        while True:
+            try:
+                job = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job[0].cancel()
+        for _ in self.workers:
+            self.queue.put(None)
+        for worker in self.workers:
+            if worker is not threading.current_thread():
+                worker.join()
+
+
+def wait_all(futures: list[Future]) -> list:
+    """Wait for all futures (interruptible), then return results or raise"""
+    error = None
+    results = []
+    try:
+        for future in futures:
+            # a timeout keeps the main thread responsive to Ctrl-C
+            while True:
+                try:
+                    results.append(future.result(timeout=0.2))
+                    break
+                except TimeoutError:
+                    continue
+                except BaseException as exc:  # noqa: BLE001
+                    error = error or exc
+                    results.append(None)
+                    break
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        for future in futures:
+            if not future.cancelled():
+                try:
+                    future.exception()
+                except BaseException:  # noqa: BLE001
+                    pass
+        raise
+    if error is not None:
+        raise error
+    return results

@@ -1,0 +1,184 @@
+"""Uniform, validated block access to an image stack
+
+Background kernels need uint8 frames in contiguous blocks. The images
+may come from an HDF5 dataset (possibly in another file), from a mapped
+basin (dclab's ``BasinProxyFeature``), or from any array-like object.
+:class:`ImageStack` hides these differences and checks that the data are
+grey images that fit into uint8.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import h5py
+import numpy as np
+
+#: read about this many bytes at once when the source is not chunked
+DEFAULT_BLOCK_BYTES = 8 * 1024**2
+
+
+class ImageStack:
+    """Read-only view of an image stack as uint8 frames
+
+    Parameters
+    ----------
+    source: h5py.Dataset, dclab BasinProxyFeature or array-like
+        Image stack; the first axis enumerates frames, the other two are
+        the image height and width in pixels.
+    name: str
+        What to call the stack in error messages, e.g. the file and
+        feature it was read from.
+
+    Raises
+    ------
+    TypeError
+        If `source` has no shape/dtype or a dtype that cannot hold grey values
+    ValueError
+        If `source` is not a stack of 2-D images
+    """
+
+    def __init__(self, source, name: str = "input image stack"):
+        self.name = name
+        if isinstance(source, (list, tuple)):
+            source = np.asarray(source)
+        if not hasattr(source, "shape") or not hasattr(source, "__getitem__"):
+            raise TypeError(
+                f"The {name} must be an array-like image stack with a "
+                f"'shape' (frames, height, width), got {type(source).__name__}"
+            )
+        shape = tuple(int(s) for s in source.shape)
+        if len(shape) != 3:
+            raise ValueError(
+                f"The {name} must be a stack of 2-D images with shape "
+                f"(frames, height, width), got shape {shape}"
+            )
+        if shape[1] == 0 or shape[2] == 0:
+            raise ValueError(f"The {name} has empty images of shape {shape[1:]}")
+        dtype = np.dtype(getattr(source, "dtype", np.asarray(source[:1]).dtype))
+        if dtype.kind not in "uif":
+            raise TypeError(
+                f"The {name} must hold grey values (uint8 or numbers that "
+                f"are integers in 0..255), got dtype {dtype}"
+            )
+        self.source = source
+        self.shape = shape
+        self.dtype = dtype
+        self.frame_shape = shape[1:]
+        self.frame_size = shape[1] * shape[2]
+        #: the h5py dataset behind `source`, if reads can go there directly
+        self.h5dataset = source if isinstance(source, h5py.Dataset) else None
+        #: frames per HDF5 chunk (reads aligned to it avoid decompressing twice)
+        self.chunk_frames = self._get_chunk_frames()
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __repr__(self):
+        return f"<ImageStack {self.name} {self.shape} {self.dtype}>"
+
+    def _get_chunk_frames(self) -> int:
+        dataset = self.h5dataset
+        if dataset is None:
+            feat_obj = getattr(self.source, "feat_obj", None)
+            if isinstance(feat_obj, h5py.Dataset):
+                dataset = feat_obj
+        if dataset is not None and dataset.chunks is not None:
+            return int(dataset.chunks[0])
+        return max(1, DEFAULT_BLOCK_BYTES // max(1, self.frame_size))
+
+    def __getitem__(self, index):
+        """Frames as uint8; an integer gives one image, a slice a stack"""
+        if isinstance(index, numbers.Integral):
+            index = int(index)
+            if index < 0:
+                index += len(self)
+            if not 0 <= index < len(self):
+                raise IndexError(
+                    f"Frame index {index} out of range for {len(self)} frames"
+                )
+            return self.read(index, index + 1)[0]
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                return self.read(start, max(start, stop))[::step]
+            return self.read(start, max(start, stop))
+        if isinstance(index, tuple) and index and isinstance(index[0], slice):
+            start, stop, _ = index[0].indices(len(self))
+            return self.read(start, max(start, stop))[(slice(None), *index[1:])]
+        raise TypeError(f"Unsupported index {index!r} for {self.name}")
+
+    def read(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Read frames ``start:stop`` as uint8
+
+        Parameters
+        ----------
+        start, stop: int
+            Frame range (half-open)
+        out: np.ndarray, optional
+            uint8 array of shape (stop - start, height, width) or
+            (stop - start, height * width) to read into
+
+        Returns
+        -------
+        frames: np.ndarray
+            uint8 array of shape (stop - start, height, width), `out`
+            reshaped if it was given
+        """
+        count = stop - start
+        if out is None:
+            out = np.empty((count, *self.frame_shape), dtype=np.uint8)
+        else:
+            out = out.reshape(count, *self.frame_shape)
+        if count == 0:
+            return out
+        if self.h5dataset is not None and self.dtype == np.uint8:
+            self.h5dataset.read_direct(out, np.s_[start:stop], np.s_[0:count])
+            return out
+        data = self._read_source(start, stop)
+        if data.dtype != np.uint8:
+            data = self._to_uint8(data, start)
+        out[...] = data
+        return out
+
+    def _read_source(self, start, stop) -> np.ndarray:
+        basinmap = getattr(self.source, "basinmap", None)
+        feat_obj = getattr(self.source, "feat_obj", None)
+        if basinmap is not None and feat_obj is not None:
+            # dclab's mapped-basin proxy reads frame by frame; read the
+            # covered range of the basin once and index it in memory.
+            indices = np.asarray(basinmap[start:stop])
+            lo, hi = int(indices.min()), int(indices.max()) + 1
+            if hi - lo <= 4 * (stop - start) + self.chunk_frames:
+                return np.asarray(feat_obj[lo:hi])[indices - lo]
+            return np.stack([np.asarray(feat_obj[int(ii)]) for ii in indices])
+        return np.asarray(self.source[start:stop])
+
+    def _to_uint8(self, data: np.ndarray, start: int) -> np.ndarray:
+        if data.dtype.kind == "f":
+            bad = ~np.isfinite(data) | (data != np.round(data))
+            if np.any(bad):
+                frame = start + int(np.argwhere(bad)[0][0])
+                raise ValueError(
+                    f"The {self.name} holds non-integer grey values (dtype "
+                    f"{data.dtype}, e.g. in frame {frame}); expected uint8 "
+                    f"or integers in 0..255"
+                )
+        if data.size and (data.min() < 0 or data.max() > 255):
+            raise ValueError(
+                f"The {self.name} holds grey values outside 0..255 "
+                f"(min {data.min()}, max {data.max()}, frames {start}.."
+                f"{start + len(data) - 1}); expected uint8 data"
+            )
+        return data.astype(np.uint8)
+
+    def iter_blocks(self, block_frames: int | None = None, start=0, stop=None):
+        """Yield ``(start, stop)`` ranges aligned to the source's chunks"""
+        stop = len(self) if stop is None else stop
+        block = block_frames or self.chunk_frames
+        block = max(1, block // self.chunk_frames) * self.chunk_frames
+        pos = start
+        while pos < stop:
+            end = min(stop, (pos // block + 1) * block)
+            yield pos, end
+            pos = end

@@ -1,0 +1,181 @@
+"""Pipeline identifiers (PPIDs) for background methods
+
+A PPID names a method and all of its keyword arguments in one string,
+``CODE:KEY=VALUE^KEY=VALUE``, e.g. ``sparsemed:k=200^s=1^t=0^f=0.8^o=1``.
+Keys are abbreviated to their shortest unique prefix among the method's
+keyword arguments, booleans are written as 0/1 and integral floats
+without ``.0``. The strings are identical to those of dcnum 0.31.0, so
+that files processed by either tool can be compared by their PPID.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+import typing
+
+#: dcnum's pipeline generation that our results are identical to
+PPID_GENERATION = "13"
+
+
+def get_unique_prefixes(names: list[str]) -> list[str]:
+    """Return the shortest prefix of each name that no other name shares
+
+    A name that is a prefix of another name is kept whole, and the
+    longer name gets one more character than the shorter one.
+
+    Parameters
+    ----------
+    names: list of str
+        Distinct keyword argument names
+
+    Returns
+    -------
+    prefixes: list of str
+        One prefix per name, in the same order
+    """
+    if len(set(names)) != len(names):
+        raise ValueError(f"Names must be unique, got {names}")
+    prefixes = []
+    for name in names:
+        length = 1
+        for other in names:
+            if other == name:
+                continue
+            common = 0
+            for ca, cb in zip(name, other, strict=False):
+                if ca != cb:
+                    break
+                common += 1
+            length = max(length, common + 1)
+        prefixes.append(name[: min(length, len(name))])
+    return prefixes
+
+
+def get_kwarg_spec(cls) -> dict[str, tuple[type, typing.Any]]:
+    """Keyword arguments of ``cls.check_user_kwargs``: name -> (type, default)
+
+    The order is the order of the signature, which defines the PPID.
+    """
+    method = cls.check_user_kwargs
+    hints = typing.get_type_hints(method)
+    spec = {}
+    for name, param in inspect.signature(method).parameters.items():
+        if param.kind is not inspect.Parameter.KEYWORD_ONLY:
+            continue
+        dtype = hints.get(name, type(param.default))
+        spec[name] = (dtype, param.default)
+    return spec
+
+
+def format_value(value) -> str:
+    """Format one keyword argument value for a PPID"""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return str(int(value))
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        if math.isfinite(value) and value == int(value):
+            return str(int(value))
+    return f"{value}"
+
+
+def kwargs_to_ppid(cls, kwargs: dict) -> str:
+    """Return the keyword-argument part of a PPID for a background class
+
+    Parameters
+    ----------
+    cls: type
+        Background subclass whose ``check_user_kwargs`` defines the keys
+    kwargs: dict
+        Keyword arguments; missing keys take their default values
+
+    Raises
+    ------
+    ValueError
+        If `kwargs` holds a key that the method does not accept
+    """
+    spec = get_kwarg_spec(cls)
+    unknown = sorted(set(kwargs) - set(spec))
+    if unknown:
+        raise ValueError(
+            f"Unknown keyword argument(s) {unknown} for background method "
+            f"'{cls.get_ppid_code()}'; valid are {list(spec)}"
+        )
+    names = list(spec)
+    parts = []
+    for name, abbrev in zip(names, get_unique_prefixes(names), strict=True):
+        value = kwargs.get(name, spec[name][1])
+        parts.append(f"{abbrev}={format_value(value)}")
+    return "^".join(parts)
+
+
+def convert_value(text: str, dtype: type, name: str):
+    """Convert the string value of a PPID entry to the keyword's type"""
+    try:
+        if dtype is bool:
+            lower = text.strip().lower()
+            if lower in ("true", "yes"):
+                return True
+            if lower in ("false", "no"):
+                return False
+            return bool(float(text))
+        if dtype is int:
+            return int(text)
+        if dtype is float:
+            return float(text)
+        return dtype(text)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"Cannot convert value '{text}' of PPID key '{name}' to "
+            f"{getattr(dtype, '__name__', dtype)}"
+        ) from exc
+
+
+def ppid_to_kwargs(cls, kwargs_ppid: str) -> dict:
+    """Parse the keyword-argument part of a PPID into full keyword arguments
+
+    Abbreviated keys (any unique prefix) and partial PPIDs (missing keys
+    take their defaults) are accepted.
+
+    Parameters
+    ----------
+    cls: type
+        Background subclass whose ``check_user_kwargs`` defines the keys
+    kwargs_ppid: str
+        e.g. ``"k=100^b=10000"`` or ``"kernel_size=100"`` or ``""``
+
+    Raises
+    ------
+    ValueError
+        For an entry without ``=``, an unknown or repeated key, or a value
+        that cannot be converted to the keyword's type
+    """
+    spec = get_kwarg_spec(cls)
+    kwargs = {name: default for name, (_, default) in spec.items()}
+    if not kwargs_ppid.strip():
+        return kwargs
+    entries = []
+    for item in kwargs_ppid.split("^"):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(
+                f"Invalid PPID entry '{item}' for method "
+                f"'{cls.get_ppid_code()}': expected 'key=value'"
+            )
+        entries.append((key.strip(), value.strip()))
+    # Longer abbreviations first, so that e.g. "kernel" cannot steal the
+    # key that "kernel_size" names exactly.
+    entries.sort(key=lambda entry: -len(entry[0]))
+    assigned = set()
+    for key, value in entries:
+        for name in spec:
+            if name not in assigned and name.startswith(key):
+                kwargs[name] = convert_value(value, spec[name][0], name)
+                assigned.add(name)
+                break
+        else:
+            raise ValueError(
+                f"Unknown key '{key}' in PPID for background method "
+                f"'{cls.get_ppid_code()}'; valid keys are {list(spec)}"
+            )
+    return kwargs
