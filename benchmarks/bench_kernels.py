@@ -1,0 +1,102 @@
+"""Time the median kernels alone (no I/O) on a realistic uint8 stack
+
+Usage::
+
+    python benchmarks/bench_kernels.py [--frames 10000] [--repeats 5]
+
+The stack imitates RT-DC data: a static 80 x 320 background image plus
+Gaussian noise (sigma 4 grey levels) and 5 % darker "cell" pixels.
+Reported times are medians over the repeats; the first (compiling or
+cache-loading) call is excluded.
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+
+from dcbg.kernels import rolling_median, window_median
+
+
+def make_stack(n_frames, height=80, width=320, seed=42):
+    rng = np.random.default_rng(seed)
+    bg = rng.integers(40, 220, (height, width)).astype(np.float32)
+    stack = np.empty((n_frames, height * width), dtype=np.uint8)
+    # in chunks to keep float32 temporaries small
+    for start in range(0, n_frames, 500):
+        stop = min(start + 500, n_frames)
+        noise = rng.normal(0, 4, (stop - start, height * width)).astype(np.float32)
+        frames = bg.reshape(1, -1) + noise
+        frames[rng.random(frames.shape) < 0.05] -= 60
+        np.clip(frames, 0, 255, out=frames)
+        stack[start:stop] = frames
+    return stack
+
+
+def median_time(func, repeats):
+    func()  # compile or load from the numba cache
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        func()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=10_000)
+    parser.add_argument("--kernel-size", type=int, default=100)
+    parser.add_argument("--window", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+
+    stack = make_stack(args.frames)
+    n_frames, n_pixels = stack.shape
+    k = args.kernel_size
+    print(
+        f"stack {n_frames} x {n_pixels} uint8 (80x320 frames), "
+        f"{os.cpu_count()} CPUs, median of {args.repeats} repeats"
+    )
+
+    out = np.empty((n_frames - k + 1, n_pixels), dtype=np.uint8)
+    print(f"\nrolling_median, kernel_size={k}")
+    base = None
+    for threads in args.threads:
+        t = median_time(
+            lambda threads=threads: rolling_median(
+                stack, k, out=out, num_threads=threads
+            ),
+            args.repeats,
+        )
+        base = base or t
+        print(
+            f"  num_threads={threads}: {t:7.3f} s  {n_frames / t:10,.0f} frames/s  "
+            f"{n_frames * n_pixels / t / 1e6:7.1f} M pixel-frames/s  "
+            f"(speed-up {base / t:.2f})"
+        )
+
+    w = args.window
+    window = np.ascontiguousarray(stack[:w])
+    print(f"\nwindow_median, {w} frames")
+    t_np = median_time(
+        lambda: np.partition(window, w // 2, axis=0)[w // 2], args.repeats
+    )
+    print(f"  np.partition:    {t_np * 1e3:7.2f} ms")
+    for threads in args.threads:
+        t = median_time(
+            lambda threads=threads: window_median(window, num_threads=threads),
+            args.repeats,
+        )
+        print(
+            f"  num_threads={threads}:   {t * 1e3:7.2f} ms  "
+            f"{w * n_pixels / t / 1e6:7.1f} M pixel-frames/s  "
+            f"({t_np / t:.1f}x np.partition)"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,444 @@
+"""Median kernels checked against slow, obviously correct numpy references"""
+
+import importlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from dcbg.kernels import (
+    rolling_median,
+    rolling_median_pixels,
+    window_median,
+    window_median_pixels,
+)
+
+# The package attributes shadow the submodules of the same name.
+rm_module = importlib.import_module("dcbg.kernels.rolling_median")
+wm_module = importlib.import_module("dcbg.kernels.window_median")
+
+
+def reference_rolling_median(stack, k):
+    """Element at sorted position k // 2 of every window of k frames"""
+    n = stack.shape[0]
+    out = np.empty((n - k + 1,) + stack.shape[1:], dtype=np.uint8)
+    for i in range(n - k + 1):
+        out[i] = np.partition(stack[i : i + k], k // 2, axis=0)[k // 2]
+    return out
+
+
+def reference_window_median(stack, rank):
+    """Element at sorted position `rank` along axis 0, pixel by pixel"""
+    flat = stack.reshape(stack.shape[0], -1)
+    out = np.empty(flat.shape[1], dtype=np.uint8)
+    for p in range(flat.shape[1]):
+        out[p] = np.sort(flat[:, p])[rank]
+    return out.reshape(stack.shape[1:])
+
+
+def make_stack(kind, shape, seed):
+    """Random uint8 stack of a given flavour"""
+    rng = np.random.default_rng(seed)
+    if kind == "uniform":
+        return rng.integers(0, 256, shape, dtype=np.uint8)
+    if kind == "extremes":
+        return rng.choice(np.array([0, 255], dtype=np.uint8), size=shape)
+    if kind == "few_values":
+        values = rng.integers(0, 256, 3, dtype=np.uint8)
+        return rng.choice(values, size=shape)
+    if kind == "constant":
+        return np.full(shape, rng.integers(0, 256), dtype=np.uint8)
+    if kind == "background":
+        # realistic: noise around a static image, occasional dark "cells"
+        bg = rng.integers(40, 220, shape[1:])
+        data = bg + rng.normal(0, 4, shape)
+        data[rng.random(shape) < 0.05] -= 60
+        return np.clip(data, 0, 255).astype(np.uint8)
+    raise ValueError(kind)
+
+
+KINDS = ["uniform", "extremes", "few_values", "constant", "background"]
+
+
+@st.composite
+def rolling_cases(draw, max_k=300, max_pixels=300):
+    k = draw(st.one_of(st.integers(1, 4), st.integers(1, max_k)))
+    n_frames = draw(st.integers(k, k + draw(st.sampled_from([0, 3, 40, 200]))))
+    n_pixels = draw(st.integers(1, max_pixels))
+    kind = draw(st.sampled_from(KINDS))
+    seed = draw(st.integers(0, 2**32 - 1))
+    return make_stack(kind, (n_frames, n_pixels), seed), k
+
+
+# --- rolling_median ---------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=rolling_cases())
+def test_rolling_median_matches_reference(case):
+    stack, k = case
+    np.testing.assert_array_equal(
+        rolling_median(stack, k), reference_rolling_median(stack, k)
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    stack=hnp.arrays(
+        np.uint8,
+        hnp.array_shapes(min_dims=2, max_dims=2, max_side=30),
+        elements=st.integers(0, 255),
+    ),
+    data=st.data(),
+)
+def test_rolling_median_small_arrays(stack, data):
+    """Fully hypothesis-generated (shrinkable) small stacks"""
+    k = data.draw(st.integers(1, stack.shape[0]))
+    np.testing.assert_array_equal(
+        rolling_median(stack, k), reference_rolling_median(stack, k)
+    )
+
+
+@pytest.mark.parametrize(
+    "k, extra_frames",
+    [(1, 5), (2, 20), (99, 4), (100, 4), (300, 2)],
+)
+def test_rolling_median_large_frame(k, extra_frames):
+    """100 x 800 pixel frames, several blocks and a partial last block"""
+    stack = make_stack("background", (k + extra_frames, 100 * 800), seed=k)
+    expected = reference_rolling_median(stack, k)
+    np.testing.assert_array_equal(rolling_median(stack, k), expected)
+    np.testing.assert_array_equal(rolling_median(stack, k, num_threads=2), expected)
+
+
+def test_rolling_median_single_pixel_long_series():
+    stack = make_stack("uniform", (3000, 1), seed=3)
+    for k in (1, 2, 57, 256, 2999, 3000):
+        np.testing.assert_array_equal(
+            rolling_median(stack, k), reference_rolling_median(stack, k)
+        )
+
+
+def test_rolling_median_huge_kernel():
+    """Counts beyond the uint16 range must not overflow"""
+    k = 70_000
+    stack = make_stack("extremes", (k + 3, 2), seed=4)
+    np.testing.assert_array_equal(
+        rolling_median(stack, k), reference_rolling_median(stack, k)
+    )
+
+
+@pytest.mark.parametrize("value", [0, 1, 128, 254, 255])
+@pytest.mark.parametrize("k", [1, 2, 7, 64])
+def test_rolling_median_constant(value, k):
+    stack = np.full((80, 70), value, dtype=np.uint8)
+    result = rolling_median(stack, k)
+    assert result.shape == (80 - k + 1, 70)
+    assert np.all(result == value)
+
+
+def test_rolling_median_even_kernel_takes_upper_middle():
+    stack = np.array([[0], [10], [20], [30], [200]], dtype=np.uint8)
+    np.testing.assert_array_equal(rolling_median(stack, 2)[:, 0], [10, 20, 30, 200])
+    np.testing.assert_array_equal(rolling_median(stack, 4)[:, 0], [20, 30])
+
+
+@pytest.mark.parametrize("k", [2, 4, 10, 50, 100, 150])
+def test_rolling_median_equals_scipy_median_filter(k):
+    """dcnum's definition: scipy median filter shifted to "valid" windows"""
+    stack = make_stack("uniform", (k + 120, 90), seed=k)
+    n = stack.shape[0]
+    expected = ndi.median_filter(
+        stack, size=(k, 1), mode="constant", cval=0, origin=(-k // 2, 0)
+    )[: n - k + 1]
+    np.testing.assert_array_equal(rolling_median(stack, k), expected)
+
+
+@settings(max_examples=25, deadline=None)
+@given(case=rolling_cases(max_k=120, max_pixels=700), threads=st.integers(2, 5))
+def test_rolling_median_threads_identical(case, threads):
+    stack, k = case
+    np.testing.assert_array_equal(
+        rolling_median(stack, k, num_threads=threads),
+        rolling_median(stack, k, num_threads=1),
+    )
+
+
+def test_rolling_median_out():
+    stack = make_stack("background", (50, 333), seed=5)
+    for threads in (1, 2):
+        out = np.zeros((41, 333), dtype=np.uint8)
+        result = rolling_median(stack, 10, out=out, num_threads=threads)
+        assert result is out
+        np.testing.assert_array_equal(out, reference_rolling_median(stack, 10))
+
+
+def test_rolling_median_3d():
+    stack = make_stack("background", (30, 8, 13), seed=6)
+    out = np.empty((21, 8, 13), dtype=np.uint8)
+    result = rolling_median(stack, 10, out=out, num_threads=2)
+    assert result is out
+    np.testing.assert_array_equal(result, reference_rolling_median(stack, 10))
+
+
+def test_rolling_median_non_contiguous_input():
+    base = make_stack("uniform", (40, 20, 30), seed=7)
+    stack = base[:, ::2, 1::3]
+    np.testing.assert_array_equal(
+        rolling_median(stack, 6), reference_rolling_median(stack, 6)
+    )
+
+
+def test_rolling_median_zero_pixels():
+    result = rolling_median(np.zeros((10, 0), dtype=np.uint8), 3)
+    assert result.shape == (8, 0)
+
+
+def test_rolling_median_pixels():
+    stack = make_stack("background", (60, 500), seed=8)
+    expected = reference_rolling_median(stack, 11)
+    out = np.zeros((50, 500), dtype=np.uint8)
+    rolling_median_pixels(stack, 11, out, slice(100, 300))
+    np.testing.assert_array_equal(out[:, 100:300], expected[:, 100:300])
+    assert not out[:, :100].any() and not out[:, 300:].any()
+    rolling_median_pixels(stack, 11, out, (0, 100))
+    rolling_median_pixels(stack, 11, out, slice(-200, None))
+    np.testing.assert_array_equal(out, expected)
+    # empty and full ranges
+    rolling_median_pixels(stack, 11, out, slice(5, 5))
+    out[:] = 0
+    assert rolling_median_pixels(stack, 11, out) is out
+    np.testing.assert_array_equal(out, expected)
+
+
+def _stack():
+    return np.zeros((10, 6), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"kernel_size": 0}, r"kernel_size must be >= 1, got 0"),
+        ({"kernel_size": -3}, r"kernel_size must be >= 1, got -3"),
+        ({"kernel_size": 11}, r"must not exceed the number of frames .*\(10\), got 11"),
+        ({"kernel_size": 2.0}, r"kernel_size must be an integer, got 2.0"),
+        ({"kernel_size": True}, r"kernel_size must be an integer"),
+        ({"kernel_size": 3, "num_threads": 0}, r"num_threads must be >= 1, got 0"),
+        ({"kernel_size": 3, "num_threads": 1.5}, r"num_threads must be an integer"),
+        (
+            {"kernel_size": 3, "out": np.zeros((8, 6), dtype=np.uint16)},
+            r"out must have dtype uint8, got uint16",
+        ),
+        (
+            {"kernel_size": 3, "out": np.zeros((7, 6), dtype=np.uint8)},
+            r"out must have shape \(8, 6\), got \(7, 6\)",
+        ),
+        (
+            {"kernel_size": 3, "out": np.zeros((8, 12), dtype=np.uint8)[:, ::2]},
+            r"out must be C-contiguous",
+        ),
+        ({"kernel_size": 3, "out": [[0] * 6] * 8}, r"out must be a numpy.ndarray"),
+    ],
+)
+def test_rolling_median_invalid_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        rolling_median(_stack(), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "stack, match",
+    [
+        (
+            np.zeros((10, 6), dtype=np.float64),
+            r"stack must have dtype uint8, got float64",
+        ),
+        (
+            np.zeros((10, 6), dtype=np.uint16),
+            r"stack must have dtype uint8, got uint16",
+        ),
+        (np.zeros((10, 6), dtype=np.int8), r"stack must have dtype uint8, got int8"),
+        (np.zeros(10, dtype=np.uint8), r"stack must be 2-D .* or 3-D .*got 1-D"),
+        (np.zeros((10, 2, 3, 4), dtype=np.uint8), r"got 4-D array of shape"),
+    ],
+)
+def test_rolling_median_invalid_stack(stack, match):
+    with pytest.raises(ValueError, match=match):
+        rolling_median(stack, 3)
+
+
+def test_rolling_median_invalid_out_memory():
+    stack = _stack()
+    readonly = np.zeros((8, 6), dtype=np.uint8)
+    readonly.flags.writeable = False
+    with pytest.raises(ValueError, match="out must be writeable"):
+        rolling_median(stack, 3, out=readonly)
+    with pytest.raises(ValueError, match="out must not share memory with stack"):
+        rolling_median(stack, 3, out=stack[2:])
+
+
+def test_rolling_median_pixels_invalid_arguments():
+    stack = _stack()
+    out = np.zeros((8, 6), dtype=np.uint8)
+    with pytest.raises(ValueError, match="pixels must be a slice with step 1"):
+        rolling_median_pixels(stack, 3, out, slice(0, 6, 2))
+    with pytest.raises(ValueError, match="pixels must be a slice or a"):
+        rolling_median_pixels(stack, 3, out, 3)
+    with pytest.raises(ValueError, match="stack must be C-contiguous"):
+        rolling_median_pixels(np.zeros((10, 12), np.uint8)[:, ::2], 3, out)
+    with pytest.raises(ValueError, match="stack must be 2-D"):
+        rolling_median_pixels(np.zeros((10, 2, 3), np.uint8), 3, out)
+    with pytest.raises(ValueError, match="stack must be a numpy.ndarray"):
+        rolling_median_pixels(stack.tolist(), 3, out)
+    with pytest.raises(ValueError, match=r"out must have shape \(9, 6\)"):
+        rolling_median_pixels(stack, 2, out)
+    with pytest.raises(ValueError, match="kernel_size must be >= 1"):
+        rolling_median_pixels(stack, 0, out)
+
+
+# --- window_median ----------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    k=st.one_of(st.integers(1, 4), st.integers(1, 400)),
+    n_pixels=st.integers(1, 700),
+    kind=st.sampled_from(KINDS),
+    seed=st.integers(0, 2**32 - 1),
+    data=st.data(),
+)
+def test_window_median_matches_reference(k, n_pixels, kind, seed, data):
+    stack = make_stack(kind, (k, n_pixels), seed)
+    rank = data.draw(st.one_of(st.none(), st.integers(0, k - 1)))
+    expected = reference_window_median(stack, k // 2 if rank is None else rank)
+    np.testing.assert_array_equal(window_median(stack, rank), expected)
+    np.testing.assert_array_equal(window_median(stack, rank, num_threads=2), expected)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    stack=hnp.arrays(
+        np.uint8,
+        hnp.array_shapes(min_dims=2, max_dims=3, max_side=20),
+        elements=st.integers(0, 255),
+    ),
+)
+def test_window_median_small_arrays(stack):
+    k = stack.shape[0]
+    np.testing.assert_array_equal(
+        window_median(stack), np.partition(stack, k // 2, axis=0)[k // 2]
+    )
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 200, 201])
+def test_window_median_large_frame(k):
+    stack = make_stack("background", (k, 100, 800), seed=k)
+    expected = np.partition(stack, k // 2, axis=0)[k // 2]
+    np.testing.assert_array_equal(window_median(stack), expected)
+    out = np.empty((100, 800), dtype=np.uint8)
+    assert window_median(stack, out=out, num_threads=2) is out
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("value", [0, 255])
+def test_window_median_extremes(value):
+    stack = np.full((17, 300), value, dtype=np.uint8)
+    for rank in (0, 8, 16):
+        assert np.all(window_median(stack, rank) == value)
+    stack[:9] = 255 - value
+    assert np.all(window_median(stack, 0) == min(value, 255 - value))
+    assert np.all(window_median(stack, 16) == max(value, 255 - value))
+    assert np.all(window_median(stack) == 255 - value)
+
+
+def test_window_median_huge_kernel():
+    stack = make_stack("extremes", (70_001, 3), seed=9)
+    for rank in (0, 35_000, 70_000):
+        np.testing.assert_array_equal(
+            window_median(stack, rank), reference_window_median(stack, rank)
+        )
+
+
+def test_window_median_pixels():
+    stack = make_stack("background", (31, 400), seed=10)
+    expected = reference_window_median(stack, 15)
+    out = np.zeros(400, dtype=np.uint8)
+    window_median_pixels(stack, 15, out, slice(50, 120))
+    np.testing.assert_array_equal(out[50:120], expected[50:120])
+    assert not out[:50].any() and not out[120:].any()
+    window_median_pixels(stack, None, out, (0, 50))
+    window_median_pixels(stack, 15, out, slice(120, None))
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, match",
+    [
+        ((np.zeros((0, 6), np.uint8),), {}, "stack must contain at least one frame"),
+        (
+            (np.zeros((5, 6), np.float32),),
+            {},
+            "stack must have dtype uint8, got float32",
+        ),
+        ((np.zeros(5, np.uint8),), {}, "stack must be 2-D .* or 3-D"),
+        ((np.zeros((5, 6), np.uint8), 5), {}, r"0 <= rank < 5 .*got 5"),
+        ((np.zeros((5, 6), np.uint8), -1), {}, r"0 <= rank < 5 .*got -1"),
+        ((np.zeros((5, 6), np.uint8), 1.0), {}, "rank must be an integer, got 1.0"),
+        ((np.zeros((5, 6), np.uint8),), {"num_threads": 0}, "num_threads must be >= 1"),
+        (
+            (np.zeros((5, 6), np.uint8),),
+            {"out": np.zeros(7, np.uint8)},
+            r"out must have shape \(6,\), got \(7,\)",
+        ),
+        (
+            (np.zeros((5, 2, 3), np.uint8),),
+            {"out": np.zeros(6, np.uint8)},
+            r"out must have shape \(2, 3\), got \(6,\)",
+        ),
+        (
+            (np.zeros((5, 6), np.uint8),),
+            {"out": np.zeros(6, np.int16)},
+            "out must have dtype uint8, got int16",
+        ),
+    ],
+)
+def test_window_median_invalid_arguments(args, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        window_median(*args, **kwargs)
+
+
+def test_window_median_pixels_invalid_arguments():
+    stack = np.zeros((5, 6), np.uint8)
+    out = np.zeros(6, np.uint8)
+    with pytest.raises(ValueError, match="pixels must be a slice with step 1"):
+        window_median_pixels(stack, 2, out, slice(None, None, -1))
+    with pytest.raises(ValueError, match="stack must be C-contiguous"):
+        window_median_pixels(np.zeros((5, 12), np.uint8)[:, ::2], 2, out)
+    with pytest.raises(ValueError, match=r"0 <= rank < 5"):
+        window_median_pixels(stack, 7, out)
+    with pytest.raises(ValueError, match=r"out must have shape \(6,\)"):
+        window_median_pixels(stack, 2, out[:5])
+
+
+# --- compilation --------------------------------------------------------------
+
+
+def test_kernels_release_gil():
+    for core in (rm_module._rolling_median_core, wm_module._window_median_core):
+        assert core.targetoptions["nogil"]
+        assert core.targetoptions["boundscheck"] is False
+
+
+def test_import_does_not_compile():
+    code = (
+        "import sys, dcbg.kernels\n"
+        "for name in ('rolling_median', 'window_median'):\n"
+        "    mod = sys.modules['dcbg.kernels.' + name]\n"
+        "    core = getattr(mod, '_' + name + '_core')\n"
+        "    assert not core.signatures, core.signatures\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
