@@ -1,0 +1,225 @@
+"""BackgroundSparseMed: equality with dcnum 0.31.0 and the spec's properties"""
+
+import warnings
+
+import dclab
+import h5py
+import numpy as np
+import pytest
+from dcnum.feat.feat_background import BackgroundSparseMed as DcnumSparseMed
+
+from dcbg import BackgroundSparseMed
+from dcbg.feat.feat_background.bg_sparse_median import assign_background_index
+from dcbg.testing import make_synthetic_measurement
+
+
+def run_both(inp, tmp_path, tag, **kwargs):
+    ours = tmp_path / f"{tag}_ours.rtdc"
+    ref = tmp_path / f"{tag}_dcnum.rtdc"
+    with warnings.catch_warnings(record=True) as ours_warnings:
+        warnings.simplefilter("always")
+        with BackgroundSparseMed(inp, ours, num_cpus=2, **kwargs) as bg:
+            bg.process()
+            ours_info = {
+                "step_times": bg.step_times.copy(),
+                "time": bg.time.copy(),
+                "bg_images": bg.bg_images.copy(),
+            }
+    with DcnumSparseMed(inp, ref, num_cpus=2, **kwargs) as bg:
+        bg.process()
+        ref_info = {
+            "step_times": bg.step_times.copy(),
+            "time": bg.time.copy(),
+            "bg_images": bg.bg_images.copy(),
+        }
+    return ours, ref, ours_info, ref_info, ours_warnings
+
+
+def assert_same_result(ours, ref, ours_info, ref_info):
+    assert np.array_equal(ours_info["time"], ref_info["time"])
+    assert np.array_equal(ours_info["step_times"], ref_info["step_times"])
+    assert np.array_equal(ours_info["bg_images"], ref_info["bg_images"])
+    with dclab.new_dataset(ours) as a, dclab.new_dataset(ref) as b:
+        assert len(a) == len(b)
+        assert np.array_equal(a["image_bg"][:], b["image_bg"][:])
+        assert ("bg_off" in a) == ("bg_off" in b)
+        if "bg_off" in b:
+            assert np.allclose(a["bg_off"][:], b["bg_off"][:], rtol=0, atol=1e-9)
+    with h5py.File(ours) as h5o, h5py.File(ref) as h5r:
+        # same series and same mapping, stored as a mapped internal basin
+        assert np.array_equal(
+            h5o["basin_events/image_bg"][:], h5r["basin_events/image_bg"][:]
+        )
+        assert np.array_equal(h5o["events/basinmap0"][:], h5r["events/basinmap0"][:])
+
+
+@pytest.fixture(scope="module")
+def streaky(tmp_path_factory):
+    """Realistic measurement with flicker and two dense cell streaks"""
+    path = tmp_path_factory.mktemp("syn") / "streaky.rtdc"
+    return make_synthetic_measurement(path, 2400, seed=11, streaks=2)
+
+
+def test_real_data(cytoshot, tmp_path):
+    for tag, kwargs in {
+        "default": {"kernel_size": 5, "split_time": 0.002},
+        "thresh": {"kernel_size": 4, "split_time": 0.001, "thresh_cleansing": 1},
+    }.items():
+        assert_same_result(*run_both(cytoshot, tmp_path, tag, **kwargs)[:4])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"kernel_size": 200, "split_time": 0.03},
+        {"kernel_size": 151, "split_time": 0.0237},  # odd k, uneven split
+        {"kernel_size": 100, "split_time": 0.05, "thresh_cleansing": 2.5},
+        {"kernel_size": 80, "split_time": 0.02, "frac_cleansing": 1},
+        {"kernel_size": 120, "split_time": 0.04, "offset_correction": False},
+        {"kernel_size": 300, "split_time": 0.01, "frac_cleansing": 0.5},  # overlap
+    ],
+)
+def test_synthetic_with_streaks(streaky, tmp_path, kwargs):
+    result = run_both(streaky, tmp_path, "syn", **kwargs)
+    assert_same_result(*result[:4])
+    if kwargs.get("offset_correction") is False:
+        with dclab.new_dataset(result[0]) as ds:
+            assert "bg_off" not in ds
+
+
+def test_fallback_warning(streaky, tmp_path, caplog):
+    ours, ref, oi, ri, caught = run_both(
+        streaky, tmp_path, "fb", kernel_size=100, split_time=0.03, thresh_cleansing=1e6
+    )
+    assert_same_result(ours, ref, oi, ri)
+    messages = [str(w.message) for w in caught]
+    assert any("frac_cleansing=0.8 is enforced" in m for m in messages), messages
+
+
+@pytest.mark.parametrize("time_source", ["frame", "rate", "none"])
+def test_time_axis_sources(tmp_path, time_source):
+    path = make_synthetic_measurement(
+        tmp_path / f"{time_source}.rtdc", 1500, seed=4, time_source=time_source
+    )
+    with dclab.new_dataset(path) as ds:
+        assert ("time" in ds.features_innate) is False
+    result = run_both(path, tmp_path, time_source, kernel_size=60, split_time=0.05)
+    assert_same_result(*result[:4])
+
+
+def test_array_input(tmp_path):
+    rng = np.random.default_rng(0)
+    stack = rng.integers(100, 120, size=(4000, 20, 30), dtype=np.uint8)
+    ours = tmp_path / "ours.rtdc"
+    ref = tmp_path / "ref.rtdc"
+    with BackgroundSparseMed(stack, ours, kernel_size=99, split_time=0.1) as bg:
+        bg.process()
+        ours_images = bg.bg_images.copy()
+    with DcnumSparseMed(stack, ref, kernel_size=99, split_time=0.1, num_cpus=1) as bg:
+        bg.process()
+        assert np.array_equal(ours_images, bg.bg_images)
+    with h5py.File(ours) as a, h5py.File(ref) as b:
+        assert np.array_equal(a["events/basinmap0"][:], b["events/basinmap0"][:])
+        assert np.array_equal(
+            a["basin_events/image_bg"][:], b["basin_events/image_bg"][:]
+        )
+        assert np.allclose(
+            a["events/bg_off"][:], b["events/bg_off"][:], atol=1e-9, rtol=0
+        )
+
+
+def test_kernel_larger_than_data(cytoshot, tmp_path):
+    ours, ref, oi, ri, caught = run_both(
+        cytoshot, tmp_path, "big", kernel_size=200, split_time=0.001
+    )
+    assert_same_result(ours, ref, oi, ri)
+    assert any("larger than the number of frames 13" in str(w.message) for w in caught)
+    with h5py.File(ours) as h5:
+        # the PPID keeps the requested kernel size
+        assert (
+            h5["basin_events/image_bg"]
+            .attrs["dcnum ppid background"]
+            .startswith("sparsemed:k=200^")
+        )
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_single_frame_or_zero_duration(tmp_path, count):
+    # dcnum crashes here; one background image serves all frames
+    rng = np.random.default_rng(count)
+    stack = rng.integers(0, 256, size=(count, 8, 9), dtype=np.uint8)
+    path = tmp_path / "in.rtdc"
+    with dclab.RTDCWriter(path) as hw:
+        hw.store_metadata({"experiment": {"sample": "s", "run index": 1}})
+        hw.store_feature("image", stack)
+        hw.store_feature("time", np.zeros(count))
+    out = tmp_path / "out.rtdc"
+    with BackgroundSparseMed(path, out, kernel_size=5) as bg:
+        bg.process()
+        assert bg.bg_images.shape == (1, 8, 9)
+    with dclab.new_dataset(out) as ds:
+        median = np.partition(stack, count // 2, axis=0)[count // 2]
+        for ii in range(count):
+            assert np.array_equal(ds["image_bg"][ii], median)
+
+
+def test_offset_only_frames_are_fully_corrected(tmp_path):
+    rng = np.random.default_rng(2)
+    base = rng.integers(60, 190, size=(30, 50)).astype(np.int16)
+    offsets = rng.integers(-5, 6, size=3000)
+    # a "bright streak": a period in which every frame is 12 levels brighter
+    offsets[1200:1500] += 12
+    stack = (base[np.newaxis] + offsets[:, np.newaxis, np.newaxis]).astype(np.uint8)
+    out = tmp_path / "out.rtdc"
+    with BackgroundSparseMed(stack, out, kernel_size=101, split_time=0.1) as bg:
+        bg.process()
+    with dclab.new_dataset(out) as ds:
+        image_bg = ds["image_bg"][:].astype(float)
+        bg_off = ds["bg_off"][:]
+    corrected = stack - image_bg - bg_off[:, np.newaxis, np.newaxis]
+    assert np.abs(corrected).max() < 1e-9
+    # frames in the bright period get the shifted background
+    shifted = image_bg[1300] + bg_off[1300]
+    assert np.allclose(shifted, base + offsets[1300])
+
+
+def test_cell_streaks_are_cleansed(tmp_path):
+    # a dense streak of dark "cells" in frames 1000..1399 (10% of the series)
+    rng = np.random.default_rng(5)
+    base = np.full((40, 60), 150, dtype=np.uint8)
+    stack = np.repeat(base[np.newaxis], 4000, axis=0)
+    stack = (stack + rng.integers(-2, 3, size=stack.shape)).astype(np.uint8)
+    stack[1000:1400, 15:25, 20:30] = 60
+    out = tmp_path / "out.rtdc"
+    ref = tmp_path / "ref.rtdc"
+    kwargs = {"kernel_size": 100, "split_time": 0.05}
+    with BackgroundSparseMed(stack, out, **kwargs) as bg:
+        bg.process()
+        dark = bg.bg_images[:, 20, 25] < 100
+        assert dark.any(), "the streak shows in the raw series"
+        streak_times = bg.step_times[dark]
+    with DcnumSparseMed(stack, ref, num_cpus=1, **kwargs) as bg:
+        bg.process()
+    with dclab.new_dataset(out) as ds, dclab.new_dataset(ref) as dr:
+        assert np.array_equal(ds["image_bg"][:], dr["image_bg"][:])
+        # every frame, also inside the streak, gets a clean background
+        assert np.all(ds["image_bg"][:][:, 20, 25] > 140)
+    assert streak_times.size
+
+
+def test_assign_background_index():
+    time = np.arange(10) * 0.1
+    idx = assign_background_index(time, np.array([0.0, 0.4]), 0.4)
+    # image 0 up to the frame closest to 0.2 s, image 1 for the rest
+    assert idx.tolist() == [0, 0, 1, 1, 1, 1, 1, 1, 1, 1]
+
+
+def test_process_second_and_attributes(cytoshot, tmp_path):
+    with BackgroundSparseMed(cytoshot, tmp_path / "o.rtdc", kernel_size=5) as bg:
+        assert bg.kernel_size == 5 and bg.split_time == 1
+        assert bg.duration == pytest.approx(bg.time[-1])
+        assert bg.shared_input.shape == (5, 80 * 320)
+        bg.process_second(0, 0.0)
+        expected = np.partition(bg.input_data[0:5], 2, axis=0)[2]
+        assert np.array_equal(bg.bg_images[0], expected)
+        assert 0 < bg.get_progress() <= 1
