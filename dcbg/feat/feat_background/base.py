@@ -16,6 +16,7 @@ from ... import ppid
 from ..._version import __version__
 from ...io import ImageStack, InputMeasurement, OutputFile
 from ...io.rtdc import _same_file, log_lines
+from .workers import Counter, WorkerPool
 
 
 def cpu_count() -> int:
@@ -104,6 +105,14 @@ class Background(abc.ABC):
         #: reference paths for logging to the output .rtdc file
         self.paths_ref = []
         self.writer = None
+        #: number of jobs finished by the worker threads
+        self.worker_counter = Counter()
+        #: job queue of the worker threads (None when not running)
+        self.queue = None
+        #: worker threads (threads, not processes; empty when not running)
+        self.workers = []
+        self._pool: WorkerPool | None = None
+        self._io: WorkerPool | None = None
         self._output: OutputFile | None = None
         self._processed = False
         self._lock = threading.Lock()
@@ -157,8 +166,28 @@ class Background(abc.ABC):
         if self.hdin is not None:
             self.hdin.close()
 
-    def close_workers(self):  # noqa: B027 (optional hook, not abstract)
-        """Stop worker threads (methods with workers override this)"""
+    def start_workers(self):
+        """Start `num_cpus` worker threads for kernels and one I/O thread
+
+        The compiled kernels release the GIL, so the workers use all
+        cores while the I/O thread reads and writes HDF5 data.
+        """
+        if self._pool is None:
+            name = f"dcbg-{self.get_ppid_code()}"
+            self._pool = WorkerPool(self.num_cpus, name=name)
+            self._io = WorkerPool(1, name=f"{name}-io")
+            self.queue = self._pool.queue
+            self.workers = self._pool.workers
+            self.worker_counter = self._pool.counter
+
+    def close_workers(self):
+        """Stop the worker threads (waits for running jobs)"""
+        for pool in (getattr(self, "_pool", None), getattr(self, "_io", None)):
+            if pool is not None:
+                pool.close()
+        self._pool = self._io = None
+        self.queue = None
+        self.workers = []
 
     @classmethod
     def _check_kwarg_names(cls, kwargs):

@@ -6,7 +6,7 @@ import numpy as np
 
 from ...kernels import rolling_median_pixels
 from .base import Background, check_positive_int
-from .workers import Counter, WorkerPool, wait_all
+from .workers import wait_all
 
 
 class BackgroundRollMed(Background):
@@ -94,14 +94,6 @@ class BackgroundRollMed(Background):
             self.shared_output = self.shared_output_raw.reshape(out_rows, npix)
             #: number of batches processed (see `process_next_batch`)
             self.current_batch = 0
-            #: number of median jobs finished by the workers
-            self.worker_counter = Counter()
-            #: job queue of the worker threads (None when not running)
-            self.queue = None
-            #: worker threads (empty when not running)
-            self.workers = []
-            self._pool = None
-            self._io = None
             self._dataset = None
         except BaseException:
             self.close()
@@ -137,22 +129,6 @@ class BackgroundRollMed(Background):
                 f"batch_size must be larger than kernel_size, got "
                 f"batch_size={batch_size}, kernel_size={kernel_size}"
             )
-
-    def _start_workers(self):
-        if self._pool is None:
-            self._pool = WorkerPool(self.num_cpus, name="dcbg-rollmed")
-            self._io = WorkerPool(1, name="dcbg-rollmed-io")
-            self.queue = self._pool.queue
-            self.workers = self._pool.workers
-            self.worker_counter = self._pool.counter
-
-    def close_workers(self):
-        for pool in (getattr(self, "_pool", None), getattr(self, "_io", None)):
-            if pool is not None:
-                pool.close()
-        self._pool = self._io = None
-        self.queue = None
-        self.workers = []
 
     def get_slices_for_batch(self, batch_index=0):
         """Returns slices for getting the input and writing to output
@@ -226,7 +202,7 @@ class BackgroundRollMed(Background):
         """Process one batch of input data"""
         slice_in, slice_out, output_size = self.get_slices_for_batch(self.current_batch)
         if output_size:
-            self._start_workers()
+            self.start_workers()
             self._process_batch(slice_in.start, output_size)
         self.current_batch += 1
         self.image_proc.value = min(

@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from ...kernels import window_median_pixels
 from .base import Background, check_positive_int, check_real
-from .workers import Counter, WorkerPool, wait_all
+from .workers import wait_all
 
 #: height of the top image slice (channel wall) used for ``bg_off``, pixels
 OFFSET_ROWS = 20
@@ -133,14 +133,6 @@ class BackgroundSparseMed(Background):
             self.shared_input = self.shared_input_raw.reshape(kernel_size, npix)
             #: image-shaped view on `shared_output_raw`
             self.shared_output = self.shared_output_raw.reshape(self.image_shape)
-            #: number of median jobs finished by the workers
-            self.worker_counter = Counter()
-            #: job queue of the worker threads (None when not running)
-            self.queue = None
-            #: worker threads (empty when not running)
-            self.workers = []
-            self._pool = None
-            self._io = None
         except BaseException:
             self.close()
             raise
@@ -222,22 +214,6 @@ class BackgroundSparseMed(Background):
             start = max(0, stop - self.kernel_size)
         return start, stop
 
-    def _start_workers(self):
-        if self._pool is None:
-            self._pool = WorkerPool(self.num_cpus, name="dcbg-sparsemed")
-            self._io = WorkerPool(1, name="dcbg-sparsemed-io")
-            self.queue = self._pool.queue
-            self.workers = self._pool.workers
-            self.worker_counter = self._pool.counter
-
-    def close_workers(self):
-        for pool in (getattr(self, "_pool", None), getattr(self, "_io", None)):
-            if pool is not None:
-                pool.close()
-        self._pool = self._io = None
-        self.queue = None
-        self.workers = []
-
     def _pixel_slices(self):
         npix = self.shared_input.shape[1]
         # several jobs per thread balance the load
@@ -268,7 +244,7 @@ class BackgroundSparseMed(Background):
         second: float
             Time of the series entry, seconds since the first frame
         """
-        self._start_workers()
+        self.start_workers()
         start, stop = self.get_window(second)
         self.input_data.read(start, stop, out=self.shared_input)
         self._median(self.shared_input, self.shared_output)
@@ -277,7 +253,7 @@ class BackgroundSparseMed(Background):
 
     def process_approach(self):
         """Perform median computation on entire input data"""
-        self._start_workers()
+        self.start_workers()
         top_sums = self._compute_series_and_sums()
         used = cleanse_background_series(
             self.bg_images, self.thresh_cleansing, self.frac_cleansing, self.logger
