@@ -1,0 +1,224 @@
+"""Click options generated from the background methods' keyword arguments
+
+Every keyword argument of every registered method's ``check_user_kwargs``
+becomes one option of ``dcbg compute`` (``kernel_size`` ->
+``--kernel-size``, a bool ``offset_correction`` ->
+``--offset-correction/--no-offset-correction``). The option's click type
+comes from the annotation, its help text from the numpydoc "Parameters"
+section of the docstring. Options have no default of their own: a value
+the user does not give is left to the method's default, which may differ
+between methods (``kernel_size`` is 100 for rollmed, 200 for sparsemed).
+Range checks are left to ``check_user_kwargs``, so that the command line
+and the Python API accept exactly the same values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+import types
+import typing
+
+import click
+
+from .. import ppid
+from ..feat.feat_background import get_available_background_methods
+
+#: click types for the annotation types of keyword arguments
+CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
+
+
+@dataclasses.dataclass
+class MethodKwarg:
+    """One keyword argument as accepted by one or more methods
+
+    Attributes
+    ----------
+    name: str
+        Keyword argument name, e.g. "kernel_size"
+    flag: str
+        Command-line flag without dashes, e.g. "kernel-size"
+    dtype_by_method: dict
+        Method code -> annotated type
+    default_by_method: dict
+        Method code -> default value
+    help_by_method: dict
+        Method code -> description from the docstring
+    """
+
+    name: str
+    flag: str
+    dtype_by_method: dict = dataclasses.field(default_factory=dict)
+    default_by_method: dict = dataclasses.field(default_factory=dict)
+    help_by_method: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def param_name(self) -> str:
+        """Name of the click parameter (prefixed: never clashes with others)"""
+        return f"kwarg_{self.name}"
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.dtype_by_method)
+
+    @property
+    def is_flag(self) -> bool:
+        return all(dtype is bool for dtype in self.dtype_by_method.values())
+
+    @property
+    def option_label(self) -> str:
+        """How the option is written on the command line"""
+        if self.is_flag:
+            return f"--{self.flag}/--no-{self.flag}"
+        return f"--{self.flag}"
+
+    def click_type(self) -> click.ParamType:
+        """The click type; text if the methods disagree on the type"""
+        dtypes = set(self.dtype_by_method.values())
+        if len(dtypes) == 1:
+            return CLICK_TYPES.get(dtypes.pop(), click.STRING)
+        return click.STRING
+
+    def help_text(self) -> str:
+        """Help: description, accepting methods and their defaults"""
+        # the first method's wording; the methods describe the same thing
+        description = next(
+            (text for text in self.help_by_method.values() if text), ""
+        ).rstrip(".")
+        defaults = ", ".join(
+            f"{format_default(default)} ({code})"
+            for code, default in self.default_by_method.items()
+        )
+        methods = ", ".join(self.methods)
+        return f"[{methods}] {description}. Default: {defaults}."
+
+    def convert(self, value, method: str):
+        """Convert a parsed option value to the type `method` expects"""
+        dtype = self.dtype_by_method[method]
+        if isinstance(value, str) and dtype is not str:
+            # only when the methods disagree on the type (click.STRING)
+            return ppid.convert_value(value, dtype, self.name)
+        return value
+
+
+def format_default(value) -> str:
+    """A default value as a user types it"""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value}"
+
+
+def get_method_description(cls) -> str:
+    """One-line description of a background method
+
+    The first line of the docstring of the class's own ``__init__``, else
+    of the class docstring.
+    """
+    for doc in (cls.__dict__.get("__init__", None), cls):
+        text = getattr(doc, "__doc__", None)
+        if text and text.strip():
+            return text.strip().splitlines()[0].strip().rstrip(".")
+    return "(no description)"
+
+
+def parse_parameter_docs(docstring: str | None) -> dict[str, str]:
+    """Descriptions of the "Parameters" section of a numpydoc docstring
+
+    Parameters
+    ----------
+    docstring: str or None
+        The docstring (e.g. of ``check_user_kwargs``)
+
+    Returns
+    -------
+    descriptions: dict
+        Parameter name -> description joined into one line
+    """
+    if not docstring:
+        return {}
+    lines = inspect.cleandoc(docstring).splitlines()
+    descriptions = {}
+    current = None
+    in_section = False
+    for index, line in enumerate(lines):
+        underline = lines[index + 1] if index + 1 < len(lines) else ""
+        if re.fullmatch(r"-{3,}", underline.strip()) and line.strip():
+            # a section header: only "Parameters" is of interest
+            in_section = line.strip() == "Parameters"
+            current = None
+            continue
+        if not in_section or re.fullmatch(r"-{3,}", line.strip()):
+            continue
+        if line and not line[0].isspace():
+            # "name: type" or "name : type"
+            current = line.split(":")[0].strip()
+            descriptions[current] = []
+        elif current is not None and line.strip():
+            descriptions[current].append(line.strip())
+    return {name: " ".join(words) for name, words in descriptions.items()}
+
+
+def _plain_type(annotation):
+    """`int` for ``int | None`` and ``Optional[int]``, else the annotation"""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def collect_method_kwargs(
+    methods: dict | None = None, reserved_flags: typing.Iterable[str] = ()
+) -> dict[str, MethodKwarg]:
+    """The union of all methods' keyword arguments
+
+    Parameters
+    ----------
+    methods: dict or None
+        Method code -> class; defaults to all registered methods
+    reserved_flags: iterable of str
+        Flags (without dashes) taken by other options of the command; a
+        keyword argument that would clash gets the flag ``kw-NAME``.
+
+    Returns
+    -------
+    method_kwargs: dict
+        Keyword argument name -> :class:`MethodKwarg`, in order of first
+        appearance (methods sorted by code)
+    """
+    if methods is None:
+        methods = get_available_background_methods()
+    reserved = set(reserved_flags)
+    collected: dict[str, MethodKwarg] = {}
+    for code in sorted(methods):
+        cls = methods[code]
+        docs = parse_parameter_docs(cls.check_user_kwargs.__doc__)
+        for name, (dtype, default) in ppid.get_kwarg_spec(cls).items():
+            if name not in collected:
+                flag = name.replace("_", "-")
+                if flag in reserved or f"no-{flag}" in reserved:
+                    flag = f"kw-{flag}"
+                collected[name] = MethodKwarg(name=name, flag=flag)
+            entry = collected[name]
+            entry.dtype_by_method[code] = _plain_type(dtype)
+            entry.default_by_method[code] = default
+            entry.help_by_method[code] = docs.get(name, "")
+    return collected
+
+
+def make_click_option(kwarg: MethodKwarg) -> click.Option:
+    """The click option for one keyword argument (default: not given)"""
+    if kwarg.is_flag:
+        return click.Option(
+            [f"--{kwarg.flag}/--no-{kwarg.flag}", kwarg.param_name],
+            default=None,
+            help=kwarg.help_text(),
+        )
+    return click.Option(
+        [f"--{kwarg.flag}", kwarg.param_name],
+        type=kwarg.click_type(),
+        default=None,
+        help=kwarg.help_text(),
+    )

@@ -1,0 +1,403 @@
+"""One figure to judge a computed background at a glance
+
+The figure shows, for one frame of a measurement that has ``image_bg``:
+
+- the raw frame and its background image (same grey scale),
+- the corrected image ``image - image_bg - bg_off`` with a symmetric
+  diverging colour scale (a good background leaves only cells and noise),
+- the per-frame offset ``bg_off`` over time, if the file has it,
+- for sparse-median outputs (``image_bg`` held once per series image in
+  the internal basin ``basin_events/image_bg`` and mapped to the frames by
+  ``events/basinmapN``): which series image serves which frames, coloured
+  by the mean brightness of each series image.
+
+Use :func:`plot_background` for a :class:`matplotlib.figure.Figure` or
+:func:`save_background_plot` for a PNG file. Only the Agg backend is used
+(no display needed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import dclab
+import h5py
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from .io.rtdc import check_input_path, check_output_dir
+
+#: figure width in inches; the height follows from the panels shown
+FIGURE_WIDTH = 10.0
+
+
+@dataclasses.dataclass
+class BackgroundSeries:
+    """The background series of a sparse-median output
+
+    Attributes
+    ----------
+    mapping: np.ndarray
+        Series image index of each frame (``events/basinmapN``)
+    mean_brightness: np.ndarray
+        Mean grey level of each series image
+    """
+
+    mapping: np.ndarray
+    mean_brightness: np.ndarray
+
+
+@dataclasses.dataclass
+class BackgroundData:
+    """What the figure shows, read from an .rtdc file
+
+    Attributes
+    ----------
+    name: str
+        File name
+    ppid: str or None
+        Background pipeline identifier stored with ``image_bg``
+    frame: int
+        Index of the frame shown
+    frame_count: int
+        Number of frames in the file
+    image: np.ndarray
+        The raw frame
+    image_bg: np.ndarray
+        Its background image
+    frame_offset: float
+        ``bg_off`` of the frame (0 if the file has no ``bg_off``)
+    bg_off: np.ndarray or None
+        ``bg_off`` of every frame
+    time: np.ndarray or None
+        Time of every frame in seconds; None if the file has no time
+    series: BackgroundSeries or None
+        The background series of a sparse-median output
+    """
+
+    name: str
+    ppid: str | None
+    frame: int
+    frame_count: int
+    image: np.ndarray
+    image_bg: np.ndarray
+    frame_offset: float
+    bg_off: np.ndarray | None
+    time: np.ndarray | None
+    series: BackgroundSeries | None
+
+    @property
+    def corrected(self) -> np.ndarray:
+        """``image - image_bg - bg_off`` of the frame, in grey levels"""
+        return (
+            self.image.astype(np.float64)
+            - self.image_bg.astype(np.float64)
+            - self.frame_offset
+        )
+
+    @property
+    def frame_axis(self) -> tuple[np.ndarray, str]:
+        """x values of the frames and their axis label (time or index)"""
+        if self.time is not None:
+            return self.time, "Time [s]"
+        return np.arange(self.frame_count), "Frame index"
+
+
+def _check_frame_index(frame: int | None, count: int, path) -> int:
+    if frame is None:
+        return count // 2
+    if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)):
+        raise TypeError(f"frame must be an integer, got {frame!r}")
+    if not -count <= frame < count:
+        raise ValueError(
+            f"Frame {frame} is out of range for '{path}' with {count} frames "
+            f"(valid: {-count} to {count - 1})"
+        )
+    return int(frame) % count
+
+
+def _read_series(h5: h5py.File, basins: list[dict]) -> BackgroundSeries | None:
+    """The background series if ``image_bg`` is in a mapped internal basin"""
+    for basin in basins:
+        mapping_name = basin.get("mapping", "same")
+        if (
+            basin.get("type") != "internal"
+            or "image_bg" not in (basin.get("features") or [])
+            or mapping_name in (None, "same")
+        ):
+            continue
+        group = (basin.get("paths") or ["basin_events"])[0]
+        if group not in h5 or "image_bg" not in h5[group]:
+            continue
+        series_images = h5[group]["image_bg"]
+        mean_brightness = np.array(
+            [float(np.mean(series_images[ii])) for ii in range(len(series_images))]
+        )
+        mapping = np.asarray(h5["events"][mapping_name][:], dtype=np.int64)
+        return BackgroundSeries(mapping=mapping, mean_brightness=mean_brightness)
+    return None
+
+
+def _read_ppid(h5: h5py.File) -> str | None:
+    """The PPID stored with ``image_bg`` in this file (not in a file basin)"""
+    for group in ("events", "basin_events"):
+        if group in h5 and "image_bg" in h5[group]:
+            value = h5[group]["image_bg"].attrs.get("dcnum ppid background")
+            if value is not None:
+                return value.decode() if isinstance(value, bytes) else str(value)
+    return None
+
+
+def load_background_data(path, frame: int | None = None) -> BackgroundData:
+    """Read what :func:`plot_background` shows
+
+    Parameters
+    ----------
+    path: str or pathlib.Path
+        .rtdc file with the features "image" and "image_bg" (possibly in
+        basins), e.g. the output of ``dcbg compute``
+    frame: int or None
+        Index of the frame to show; negative values count from the end.
+        Default: the middle frame.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist
+    ValueError
+        If it is not an .rtdc file with "image" and "image_bg" or the
+        frame is out of range
+    """
+    path = check_input_path(pathlib.Path(path))
+    with dclab.new_dataset(path) as ds:
+        # the file handle dclab opened: the basin structure is read from it
+        h5 = ds.h5file
+        for feature in ("image_bg", "image"):
+            if feature not in ds:
+                hint = (
+                    "; compute it first, e.g. with 'dcbg compute'"
+                    if feature == "image_bg"
+                    else " (is the input measurement it references missing?)"
+                )
+                raise ValueError(f"File '{path}' has no '{feature}' feature{hint}")
+        count = len(ds)
+        if count == 0:
+            raise ValueError(f"File '{path}' has zero frames; nothing to plot")
+        frame = _check_frame_index(frame, count, path)
+        bg_off = (
+            np.asarray(ds["bg_off"][:], dtype=np.float64) if "bg_off" in ds else None
+        )
+        frame_time = (
+            np.asarray(ds["time"][:], dtype=np.float64) if "time" in ds else None
+        )
+        data = BackgroundData(
+            name=path.name,
+            ppid=_read_ppid(h5),
+            frame=frame,
+            frame_count=count,
+            image=np.asarray(ds["image"][frame]),
+            image_bg=np.asarray(ds["image_bg"][frame]),
+            frame_offset=float(bg_off[frame]) if bg_off is not None else 0.0,
+            bg_off=bg_off,
+            time=frame_time,
+            series=_read_series(h5, ds.basins_get_dicts()),
+        )
+    return data
+
+
+def _show_image(fig, ax, image, title, colorbar_label, **imshow_kwargs):
+    shown = ax.imshow(image, interpolation="nearest", **imshow_kwargs)
+    ax.set_title(title, loc="left", fontsize="medium")
+    ax.set_xlabel("x [px]")
+    ax.set_ylabel("y [px]")
+    colorbar = fig.colorbar(shown, ax=ax, fraction=0.04, pad=0.015)
+    colorbar.set_label(colorbar_label)
+
+
+def _plot_offset(ax, data: BackgroundData):
+    x_values, x_label = data.frame_axis
+    # markers only while single frames can be told apart
+    marker = "." if data.frame_count <= 500 else None
+    ax.plot(x_values, data.bg_off, lw=0.8, color="tab:blue", marker=marker, ms=3)
+    ax.axvline(
+        x_values[data.frame], color="tab:red", lw=1, ls="--", label="frame shown"
+    )
+    ax.axhline(0, color="0.6", lw=0.6)
+    ax.set_title("Brightness offset bg_off per frame", loc="left", fontsize="medium")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("bg_off [grey levels]")
+    ax.legend(loc="best", fontsize="small")
+
+
+def _plot_series(fig, ax, data: BackgroundData):
+    series = data.series
+    x_values, x_label = data.frame_axis
+    mapping = series.mapping
+    # runs of frames that share one series image: [start, stop)
+    change = np.flatnonzero(np.diff(mapping)) + 1
+    starts = np.concatenate([[0], change])
+    stops = np.concatenate([change, [len(mapping)]])
+    ax.step(x_values, mapping, where="post", color="0.5", lw=0.8, zorder=1)
+    segments = [
+        [(x_values[start], mapping[start]), (x_values[stop - 1], mapping[start])]
+        for start, stop in zip(starts, stops, strict=True)
+    ]
+    brightness = series.mean_brightness[mapping[starts]]
+    lines = LineCollection(segments, cmap="viridis", linewidths=6, zorder=2)
+    lines.set_array(brightness)
+    if np.ptp(brightness) == 0:
+        lines.set_clim(brightness[0] - 0.5, brightness[0] + 0.5)
+    ax.add_collection(lines)
+    # single-frame runs are points, not lines
+    ax.scatter(
+        x_values[starts],
+        mapping[starts],
+        c=brightness,
+        cmap="viridis",
+        s=12,
+        norm=lines.norm,
+        zorder=3,
+    )
+    ax.axvline(x_values[data.frame], color="tab:red", lw=1, ls="--")
+    count = len(series.mean_brightness)
+    ax.set_ylim(-0.5, count - 0.5)
+    if count <= 10:
+        ax.set_yticks(range(count))
+    else:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    images = "1 image" if count == 1 else f"{count} images"
+    ax.set_title(
+        f"Background series ({images}): which image serves which frames",
+        loc="left",
+        fontsize="medium",
+    )
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("Series image index")
+    colorbar = fig.colorbar(lines, ax=ax, pad=0.02)
+    colorbar.set_label("Mean grey level of series image")
+
+
+def plot_background(path, frame: int | None = None) -> Figure:
+    """A figure to judge the background of an .rtdc file at a glance
+
+    Parameters
+    ----------
+    path: str or pathlib.Path
+        .rtdc file with "image" and "image_bg" (e.g. ``dcbg compute``'s
+        output, which finds "image" in the input through its basin)
+    frame: int or None
+        Index of the frame to show; default: the middle frame
+
+    Returns
+    -------
+    fig: matplotlib.figure.Figure
+        Image panels (frame, background, corrected image), plus a
+        ``bg_off`` panel if the file has ``bg_off`` and a series panel for
+        sparse-median outputs. Every panel has a title; colour bars do not.
+    """
+    data = load_background_data(path, frame)
+    lower_panels = [p for p in (data.bg_off, data.series) if p is not None]
+    image_height, image_width = data.image.shape
+    # image rows just as tall as the image is at full width
+    image_row_height = max(1.2, 0.85 * FIGURE_WIDTH * image_height / image_width) + 0.6
+    lower_height = 2.8 if lower_panels else 0.0
+    fig = Figure(
+        figsize=(FIGURE_WIDTH, 3 * image_row_height + lower_height + 0.5),
+        layout="constrained",
+    )
+    FigureCanvasAgg(fig)
+    height_ratios = [image_row_height] * 3 + ([lower_height] if lower_panels else [])
+    grid = fig.add_gridspec(len(height_ratios), 2, height_ratios=height_ratios)
+
+    when = f", t = {data.time[data.frame]:.4f} s" if data.time is not None else ""
+    grey_range = {
+        "vmin": float(min(data.image.min(), data.image_bg.min())),
+        "vmax": float(max(data.image.max(), data.image_bg.max())),
+    }
+    _show_image(
+        fig,
+        fig.add_subplot(grid[0, :]),
+        data.image,
+        f"Frame {data.frame} of {data.frame_count}{when} (image)",
+        "Grey level",
+        cmap="gray",
+        **grey_range,
+    )
+    offset_note = (
+        f" (+ bg_off = {data.frame_offset:+.2f})" if data.bg_off is not None else ""
+    )
+    _show_image(
+        fig,
+        fig.add_subplot(grid[1, :]),
+        data.image_bg,
+        f"Background image_bg{offset_note}, same grey scale",
+        "Grey level",
+        cmap="gray",
+        **grey_range,
+    )
+    corrected = data.corrected
+    subtraction = "image - image_bg" + (" - bg_off" if data.bg_off is not None else "")
+    limit = max(1.0, float(np.max(np.abs(corrected))))
+    _show_image(
+        fig,
+        fig.add_subplot(grid[2, :]),
+        corrected,
+        f"Corrected: {subtraction} (ideally only cells on noise, no channel structure)",
+        "Difference [grey levels]",
+        cmap="RdBu_r",
+        vmin=-limit,
+        vmax=limit,
+    )
+    if data.bg_off is not None and data.series is not None:
+        _plot_offset(fig.add_subplot(grid[3, 0]), data)
+        _plot_series(fig, fig.add_subplot(grid[3, 1]), data)
+    elif data.bg_off is not None:
+        _plot_offset(fig.add_subplot(grid[3, :]), data)
+    elif data.series is not None:
+        _plot_series(fig, fig.add_subplot(grid[3, :]), data)
+
+    fig.suptitle(
+        f"{data.name}   background {data.ppid or '(PPID unknown)'}",
+        fontsize="large",
+    )
+    return fig
+
+
+def default_png_path(path) -> pathlib.Path:
+    """``<stem>_bg.png`` beside the file (``<stem>.png`` for ``*_bg`` stems)"""
+    path = pathlib.Path(path)
+    if path.stem.endswith("_bg"):
+        return path.with_name(f"{path.stem}.png")
+    return path.with_name(f"{path.stem}_bg.png")
+
+
+def save_background_plot(path, png_path=None, frame: int | None = None, dpi=100):
+    """Save the figure of :func:`plot_background` as a PNG file
+
+    Parameters
+    ----------
+    path: str or pathlib.Path
+        .rtdc file with "image" and "image_bg"
+    png_path: str or pathlib.Path or None
+        Output PNG; default: :func:`default_png_path`
+    frame: int or None
+        Index of the frame to show; default: the middle frame
+    dpi: int
+        Resolution; the image is ``FIGURE_WIDTH * dpi`` pixels wide
+
+    Returns
+    -------
+    png_path: pathlib.Path
+        The file written
+    """
+    png_path = (
+        pathlib.Path(png_path) if png_path is not None else default_png_path(path)
+    )
+    check_output_dir(png_path)
+    fig = plot_background(path, frame=frame)
+    fig.savefig(png_path, dpi=dpi, format="png")
+    return png_path

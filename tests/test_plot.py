@@ -1,0 +1,140 @@
+"""The background figure: panels, data shown, labels, errors"""
+
+import h5py
+import numpy as np
+import pytest
+from matplotlib.image import AxesImage
+
+from dcbg import BackgroundRollMed, BackgroundSparseMed
+from dcbg.plot import (
+    default_png_path,
+    load_background_data,
+    plot_background,
+    save_background_plot,
+)
+from dcbg.testing.synthetic import make_synthetic_measurement
+
+
+def titled_axes(fig):
+    """The panels of a figure (colour bars have no title)"""
+    return {ax.get_title(loc="left"): ax for ax in fig.axes if ax.get_title(loc="left")}
+
+
+def panel(fig, title_start):
+    (ax,) = [
+        ax for title, ax in titled_axes(fig).items() if title.startswith(title_start)
+    ]
+    return ax
+
+
+@pytest.fixture(scope="module")
+def series_output(tmp_path_factory):
+    """Sparse median output with a background series of 4 images"""
+    folder = tmp_path_factory.mktemp("series")
+    source = make_synthetic_measurement(folder / "slow.rtdc", 80, frame_rate=20, seed=3)
+    output = folder / "slow_bg.rtdc"
+    with BackgroundSparseMed(
+        source, output, kernel_size=5, split_time=1.0, frac_cleansing=1
+    ) as bg:
+        bg.process()
+    return output
+
+
+def test_sparsemed_figure_has_five_panels(series_output):
+    fig = plot_background(series_output, frame=30)
+    titles = list(titled_axes(fig))
+    assert len(titles) == 5, titles
+    assert titles[0].startswith("Frame 30 of 80, t = ")
+    assert titles[1].startswith("Background image_bg (+ bg_off = ")
+    assert titles[2].startswith("Corrected: image - image_bg - bg_off")
+    assert titles[3] == "Brightness offset bg_off per frame"
+    assert titles[4].startswith("Background series (4 images)")
+    assert "sparsemed:k=5^s=1^t=0^f=1^o=1" in fig.get_suptitle()
+
+    data = load_background_data(series_output, frame=30)
+    corrected_ax = panel(fig, "Corrected")
+    (shown,) = [im for im in corrected_ax.get_children() if isinstance(im, AxesImage)]
+    expected = data.image.astype(float) - data.image_bg.astype(float) - data.bg_off[30]
+    assert np.allclose(shown.get_array(), expected)
+    low, high = shown.get_clim()
+    assert high > 0 and low == -high  # symmetric colour scale
+
+    offset_ax = panel(fig, "Brightness offset")
+    assert offset_ax.get_xlabel() == "Time [s]"
+    assert offset_ax.get_ylabel() == "bg_off [grey levels]"
+    series_ax = panel(fig, "Background series")
+    assert series_ax.get_ylabel() == "Series image index"
+    with h5py.File(series_output) as h5:
+        mapping = h5["events/basinmap0"][:]
+    # the step plot is the mapping over time
+    step_line = series_ax.get_lines()[0]
+    assert np.array_equal(step_line.get_ydata(), mapping)
+    assert np.allclose(step_line.get_xdata(), data.time)
+    assert np.array_equal(np.unique(mapping), np.arange(4))
+    for title in titles[:3]:
+        ax = titled_axes(fig)[title]
+        assert (ax.get_xlabel(), ax.get_ylabel()) == ("x [px]", "y [px]")
+
+
+def test_rollmed_figure_has_image_panels_only(cytoshot, tmp_path):
+    output = tmp_path / "roll.rtdc"
+    with BackgroundRollMed(cytoshot, output, kernel_size=4, batch_size=6) as bg:
+        bg.process()
+    fig = plot_background(output)
+    titles = list(titled_axes(fig))
+    assert len(titles) == 3, titles
+    assert titles[0].startswith("Frame 6 of 13")  # the middle frame
+    assert titles[2].startswith("Corrected: image - image_bg (")
+
+
+def test_frame_index_axis_without_time(tmp_path):
+    source = make_synthetic_measurement(
+        tmp_path / "untimed.rtdc", 30, time_source="none"
+    )
+    output = tmp_path / "untimed_bg.rtdc"
+    with BackgroundSparseMed(
+        source, output, kernel_size=5, offset_correction=False
+    ) as bg:
+        bg.process()
+    fig = plot_background(output, frame=-1)
+    titles = list(titled_axes(fig))
+    assert len(titles) == 4, titles  # no bg_off panel
+    assert titles[0] == "Frame 29 of 30 (image)"
+    assert panel(fig, "Background series").get_xlabel() == "Frame index"
+
+
+def test_raw_file_with_plain_background(legacy_with_bg):
+    """A measurement that carries its own image_bg can be plotted too"""
+    fig = plot_background(legacy_with_bg, frame=0)
+    assert len(titled_axes(fig)) == 3
+
+
+def test_save_writes_png_of_expected_size(series_output, tmp_path):
+    from PIL import Image
+
+    png = save_background_plot(series_output, tmp_path / "figure.png", dpi=80)
+    with Image.open(png) as image:
+        width, height = image.size
+    fig = plot_background(series_output)
+    fig_width, fig_height = fig.get_size_inches()
+    assert (width, height) == (round(fig_width * 80), round(fig_height * 80))
+
+
+def test_default_png_path(tmp_path):
+    assert default_png_path(tmp_path / "m.rtdc") == tmp_path / "m_bg.png"
+    assert default_png_path(tmp_path / "m_bg.rtdc") == tmp_path / "m_bg.png"
+
+
+def test_errors(cytoshot, tmp_path):
+    no_background = tmp_path / "no_bg.rtdc"
+    no_background.write_bytes(cytoshot.read_bytes())
+    with h5py.File(no_background, "a") as h5:
+        del h5["events/image_bg"]
+    with pytest.raises(ValueError, match="has no 'image_bg' feature; compute it"):
+        plot_background(no_background)
+    with pytest.raises(ValueError, match="Frame -14 is out of range"):
+        plot_background(cytoshot, frame=-14)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        plot_background(tmp_path / "missing.rtdc")
+    with pytest.raises(FileNotFoundError, match="Output folder"):
+        save_background_plot(cytoshot, tmp_path / "nowhere" / "figure.png")
