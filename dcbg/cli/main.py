@@ -662,6 +662,9 @@ def make_cli(methods: dict | None = None) -> click.Group:
     cli.add_command(make_methods_command(methods))
     cli.add_command(make_compute_command(methods))
     cli.add_command(make_plot_command())
+    from .batch import batch  # not at the top: dcbg.cli.batch imports this module
+
+    cli.add_command(batch)
     return cli
 
 

@@ -1,0 +1,288 @@
+"""``dcbg batch``: the backgrounds of many measurements on a Dask cluster
+
+A thin layer over :func:`dcbg.cluster.process_many`: it parses the method
+like ``dcbg compute``, shows progress over files, and prints a table of
+what happened to every file. Exit status 0 if no file failed, 1 if any
+did (or the cluster could not be reached), 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import signal
+import sys
+import time
+import warnings
+
+import click
+
+from ..cluster import FileResult, process_many
+from ..feat.feat_background import get_available_background_methods
+from .main import (
+    CONTEXT_SETTINGS,
+    Interrupted,
+    StopOnSignals,
+    configure_logging,
+    errors_as_messages,
+    resolve_method,
+    show_warning,
+)
+from .options import collect_method_kwargs, make_click_option
+
+#: flags of ``dcbg batch`` that method keyword arguments must not take
+BATCH_FLAGS = (
+    "out-dir",
+    "ppid",
+    "method",
+    "scheduler",
+    "workers",
+    "threads-per-worker",
+    "compress",
+    "no-compress",
+    "force",
+    "quiet",
+    "debug",
+    "help",
+)
+
+
+class FileProgress:
+    """Progress over files on stderr: a tqdm bar, or one line per file
+
+    Parameters
+    ----------
+    total: int
+        Number of files
+    style: str
+        "bar" (terminal), "lines" (logs and pipes) or "none"
+    """
+
+    def __init__(self, total: int, style: str):
+        self.total = total
+        self.style = style
+        self.count = 0
+        self._bar = None
+        if style == "bar":
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=total,
+                unit="file",
+                desc="Backgrounds",
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
+
+    def __call__(self, result: FileResult):
+        self.count += 1
+        if self._bar is not None:
+            self._bar.set_postfix_str(f"{result.status} {result.input_path.name}")
+            self._bar.update(1)
+        elif self.style == "lines":
+            click.echo(
+                f"[{self.count}/{self.total}] {result.status} {result.input_path}",
+                err=True,
+            )
+
+    def close(self):
+        if self._bar is not None:
+            self._bar.close()
+
+
+def format_summary(results: list[FileResult], names: list[str], seconds: float) -> str:
+    """The table of all files and a closing count line
+
+    Parameters
+    ----------
+    results: list of FileResult
+        Results in input order
+    names: list of str
+        How each input is shown (as given on the command line)
+    seconds: float
+        Wall time of the whole batch
+    """
+    rows = [("STATUS", "FRAMES", "SECONDS", "INPUT")]
+    for result, name in zip(results, names, strict=True):
+        frames = "-" if result.frames is None else str(result.frames)
+        secs = "-" if result.seconds is None else f"{result.seconds:.2f}"
+        text = name if result.error is None else f"{name}: {result.error}"
+        rows.append((result.status, frames, secs, text))
+    widths = [max(len(row[col]) for row in rows) for col in range(3)]
+    lines = [
+        f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}"
+        for row in rows
+    ]
+    counts = {
+        status: sum(r.status == status for r in results)
+        for status in ("done", "skipped", "failed")
+    }
+    lines.append(
+        f"{counts['done']} done, {counts['skipped']} skipped, "
+        f"{counts['failed']} failed of {len(results)} files in {seconds:.1f} s"
+    )
+    return "\n".join(lines)
+
+
+def make_batch_command(methods: dict | None = None) -> click.Command:
+    """``dcbg batch`` with one option per method keyword argument"""
+    if methods is None:
+        methods = get_available_background_methods()
+    method_kwargs = collect_method_kwargs(methods, BATCH_FLAGS)
+
+    @click.command("batch", context_settings=CONTEXT_SETTINGS)
+    @click.argument(
+        "input_paths",
+        metavar="INPUT...",
+        nargs=-1,
+        required=True,
+        type=click.Path(path_type=pathlib.Path),
+    )
+    @click.option(
+        "-o",
+        "--out-dir",
+        required=True,
+        type=click.Path(file_okay=False, path_type=pathlib.Path),
+        help="Output folder (created if missing); outputs are named "
+        "<input stem>_bg.rtdc.",
+    )
+    @click.option(
+        "--ppid",
+        "ppid_text",
+        metavar="PPID",
+        help="Method and keyword arguments as a (possibly abbreviated) "
+        "pipeline identifier, e.g. 'rollmed:k=50'.",
+    )
+    @click.option(
+        "--method",
+        type=click.Choice(sorted(methods)),
+        help="Background method; its keyword arguments are the options below "
+        "(see 'dcbg methods').",
+    )
+    @click.option(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="Address of a running Dask scheduler (e.g. tcp://host:8786) or "
+        "its scheduler file. Default: a local cluster on this machine.",
+    )
+    @click.option(
+        "--workers",
+        "n_workers",
+        type=click.IntRange(min=1),
+        help="Worker processes of the local cluster. Default: one per CPU.",
+    )
+    @click.option(
+        "--threads-per-worker",
+        type=click.IntRange(min=1),
+        help="Threads per worker of the local cluster. Default: CPUs / workers.",
+    )
+    @click.option(
+        "--compress/--no-compress",
+        default=True,
+        show_default=True,
+        help="Compress the background data (Zstandard); off is faster.",
+    )
+    @click.option(
+        "--force",
+        is_flag=True,
+        help="Recompute outputs that exist, whatever their PPID (each is "
+        "replaced only once its new version is complete).",
+    )
+    @click.option(
+        "-q", "--quiet", is_flag=True, help="No progress; list failed files only."
+    )
+    @click.option("--debug", is_flag=True, help="Show the log and tracebacks.")
+    @click.pass_context
+    def batch(
+        ctx,
+        input_paths,
+        out_dir,
+        ppid_text,
+        method,
+        scheduler,
+        n_workers,
+        threads_per_worker,
+        compress,
+        force,
+        quiet,
+        debug,
+        **option_values,
+    ):
+        """Compute the backgrounds of many measurements on a Dask cluster
+
+        One task per INPUT file runs on a local cluster, or on the workers
+        of a running scheduler (--scheduler). Outputs that exist with the
+        same PPID are skipped, so an interrupted batch can be resumed by
+        running it again. A summary table lists every file as done,
+        skipped or failed; the exit status is 1 if any file failed.
+
+        \b
+        Examples:
+          dcbg batch *.rtdc --out-dir results --method sparsemed
+          dcbg batch *.rtdc -o results --ppid rollmed:k=100 --workers 4
+          dcbg batch *.rtdc -o results --method sparsemed \\
+              --scheduler tcp://host:8786
+        """
+        cls, kwargs = resolve_method(
+            ctx, methods, method_kwargs, ppid_text, method, option_values
+        )
+        if scheduler is not None and (
+            n_workers is not None or threads_per_worker is not None
+        ):
+            raise click.UsageError(
+                "--workers and --threads-per-worker size the local cluster; "
+                "they cannot be combined with --scheduler",
+                ctx,
+            )
+        configure_logging(debug)
+        if quiet:
+            style = "none"
+        elif sys.stderr.isatty():
+            style = "bar"
+        else:
+            style = "lines"
+        start = time.perf_counter()
+        progress = FileProgress(len(input_paths), style)
+        with (
+            errors_as_messages(debug),
+            warnings.catch_warnings(),
+            StopOnSignals() as stop,
+        ):
+            warnings.showwarning = show_warning
+            try:
+                results = process_many(
+                    input_paths,
+                    out_dir,
+                    cls.get_ppid_from_ppkw(kwargs),
+                    compress=compress,
+                    force=force,
+                    scheduler_address=scheduler,
+                    n_workers=n_workers,
+                    threads_per_worker=threads_per_worker,
+                    progress=progress,
+                )
+            except KeyboardInterrupt:
+                raise Interrupted(
+                    "Interrupted; unfinished files were discarded (run the same "
+                    "command again to resume)",
+                    signum=stop.signum or signal.SIGINT,
+                ) from None
+            finally:
+                progress.close()
+        seconds = time.perf_counter() - start
+        names = [str(path) for path in input_paths]
+        if quiet:
+            for result, name in zip(results, names, strict=True):
+                if result.status == "failed":
+                    click.echo(f"failed: {name}: {result.error}", err=True)
+        else:
+            click.echo(format_summary(results, names, seconds))
+        if any(result.status == "failed" for result in results):
+            ctx.exit(1)
+
+    for kwarg in method_kwargs.values():
+        batch.params.append(make_click_option(kwarg))
+    return batch
+
+
+#: the ``dcbg batch`` command
+batch = make_batch_command()

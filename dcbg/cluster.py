@@ -1,0 +1,636 @@
+"""Background computation of many measurements on a Dask cluster
+
+:func:`process_many` submits one task per measurement to a
+:class:`distributed.Client`: a :class:`distributed.LocalCluster` on this
+machine, an existing scheduler (``tcp://host:8786`` or a scheduler file,
+e.g. of a dask-jobqueue ``SLURMCluster``) or a client you already have.
+Each task is :func:`process_file`, a thin wrapper around the
+:class:`~dcbg.Background` API that never raises: every outcome is a
+:class:`FileResult` ("done", "skipped" or "failed"), so one bad file does
+not stop the others.
+
+Runs are resumable. A complete output with the requested PPID is skipped:
+outputs are written to a hidden ``.<name>.<random>.dcbg-partial`` sibling
+and moved into place only on success, so a file at the output path is
+complete. If a worker process dies mid-task, the scheduler runs the task
+again on another worker, and the partial file the dead attempt left
+behind is removed once the new attempt has finished.
+
+Do not run two batches that write the same outputs at the same time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import json
+import logging
+import numbers
+import os
+import pathlib
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable
+
+import distributed
+import h5py
+
+from .feat.feat_background import Background, get_available_background_methods
+from .feat.feat_background.base import cpu_count
+
+logger = logging.getLogger(__name__)
+
+#: possible values of :attr:`FileResult.status`
+STATUSES = ("done", "skipped", "failed")
+
+#: log a completed dcbg output carries (written right before the atomic move)
+LOG_NAME = "dcbg-background"
+
+#: attribute of ``image_bg`` holding the PPID (shared with dcnum)
+PPID_ATTR = "dcnum ppid background"
+
+#: how often the scheduler reschedules a task whose worker died
+#: (``distributed.scheduler.allowed-failures``) is left to the cluster's
+#: configuration; ``retries`` covers errors that escape the task
+TASK_RETRIES = 2
+
+#: exceptions whose message alone explains the problem
+_CLEAR_ERRORS = (FileNotFoundError, PermissionError, ValueError, TypeError)
+
+
+@dataclasses.dataclass
+class FileResult:
+    """Outcome of the background computation of one measurement
+
+    Attributes
+    ----------
+    input_path: pathlib.Path
+        The input measurement (absolute path)
+    output_path: pathlib.Path
+        The output file (absolute path)
+    ppid: str
+        Canonical background PPID that was requested
+    status: str
+        "done" (computed now), "skipped" (a complete output with this PPID
+        existed) or "failed"
+    frames: int or None
+        Number of frames of the background (None if unknown)
+    seconds: float or None
+        Wall time of the computation in the task (None unless "done")
+    error: str or None
+        Why the file failed (one line), None otherwise
+    worker: str or None
+        Address of the Dask worker that produced this result
+    """
+
+    input_path: pathlib.Path
+    output_path: pathlib.Path
+    ppid: str
+    status: str
+    frames: int | None = None
+    seconds: float | None = None
+    error: str | None = None
+    worker: str | None = None
+
+
+def get_output_path(input_path, out_dir) -> pathlib.Path:
+    """Output path of a measurement: ``<out_dir>/<input stem>_bg.rtdc``"""
+    return pathlib.Path(out_dir) / f"{pathlib.Path(input_path).stem}_bg.rtdc"
+
+
+def canonical_ppid(bg_ppid: str) -> str:
+    """The full PPID of a (possibly abbreviated) background PPID
+
+    Parameters
+    ----------
+    bg_ppid: str
+        Background PPID, e.g. "rollmed:k=50" or "sparsemed:k=200^s=1"
+
+    Returns
+    -------
+    ppid: str
+        The PPID with all keyword arguments, as stored in outputs,
+        e.g. "rollmed:k=50^b=10000"
+
+    Raises
+    ------
+    ValueError
+        If the PPID is malformed or names an unknown method or key
+    """
+    cls, kwargs = _method_from_ppid(bg_ppid)
+    return cls.get_ppid_from_ppkw(kwargs)
+
+
+def _method_from_ppid(bg_ppid: str):
+    kwargs = Background.get_ppkw_from_ppid(bg_ppid)
+    cls = get_available_background_methods()[bg_ppid.split(":")[0]]
+    # validates the values as the constructor would
+    cls._check_kwarg_names(kwargs)
+    cls.check_user_kwargs(**kwargs)
+    return cls, kwargs
+
+
+def read_output_ppid(path) -> tuple[str | None, int | None]:
+    """PPID and frame count of the background stored in an output file
+
+    Only the file itself is read (its basins are not opened).
+
+    Parameters
+    ----------
+    path: str or pathlib.Path
+        An existing .rtdc file
+
+    Returns
+    -------
+    ppid: str or None
+        The PPID of a complete dcbg background (``image_bg`` attribute
+        and the "dcbg-background" log agree), None if the file holds no
+        background written by dcbg
+    frames: int or None
+        Number of frames according to the log
+
+    Raises
+    ------
+    ValueError
+        If the file cannot be read as HDF5
+    """
+    try:
+        with h5py.File(path, "r", locking=False) as h5:
+            attr_ppid = None
+            for group in ("events", "basin_events"):
+                if group in h5 and "image_bg" in h5[group]:
+                    attr_ppid = h5[group]["image_bg"].attrs.get(PPID_ATTR)
+                    break
+            if isinstance(attr_ppid, bytes):
+                attr_ppid = attr_ppid.decode()
+            if attr_ppid is None or LOG_NAME not in h5.get("logs", {}):
+                return None, None
+            lines = [
+                ln.decode() if isinstance(ln, bytes) else str(ln)
+                for ln in h5["logs"][LOG_NAME][:]
+            ]
+    except OSError as exc:
+        raise ValueError(f"cannot read it as HDF5 ({exc})") from exc
+    try:
+        record = json.loads("\n".join(lines))
+    except json.JSONDecodeError:
+        return None, None
+    if record.get("ppid") != attr_ppid:
+        return None, None
+    return attr_ppid, record.get("frames")
+
+
+def process_file(
+    input_path,
+    output_path,
+    ppid: str,
+    *,
+    compress: bool = True,
+    force: bool = False,
+    num_cpus: int | None = None,
+) -> FileResult:
+    """Compute the background of one measurement, skipping finished work
+
+    This is the task :func:`process_many` runs on the workers. It never
+    raises :class:`Exception`; errors are returned as a "failed" result.
+
+    Parameters
+    ----------
+    input_path: str or pathlib.Path
+        Input .rtdc measurement
+    output_path: str or pathlib.Path
+        Output file
+    ppid: str
+        Background PPID (abbreviations allowed)
+    compress: bool
+        Compress the background data (Zstandard)
+    force: bool
+        Recompute even if a complete output with this PPID exists, and
+        replace an output with another PPID (kept until the new one is
+        complete)
+    num_cpus: int or None
+        Worker threads for the computation (None: all CPUs)
+
+    Returns
+    -------
+    result: FileResult
+        Outcome; ``status`` is "done", "skipped" or "failed"
+    """
+    input_path = pathlib.Path(input_path)
+    output_path = pathlib.Path(output_path)
+    result = FileResult(input_path, output_path, str(ppid), "failed")
+    stale = {}
+    t0 = time.perf_counter()
+    try:
+        cls, kwargs = _method_from_ppid(ppid)
+        result.ppid = cls.get_ppid_from_ppkw(kwargs)
+        replace = output_path.exists()
+        if replace and not force:
+            _check_existing_output(output_path, result)
+            return result
+        if replace:
+            _check_replaceable(output_path)
+        # partials present before this attempt started are not ours
+        stale = _find_partials(output_path)
+        result.frames = _compute(
+            cls, kwargs, input_path, output_path, compress, num_cpus, replace
+        )
+        result.seconds = time.perf_counter() - t0
+        result.status = "done"
+    except Exception as exc:
+        result.error = describe_error(exc)
+        if not isinstance(exc, _CLEAR_ERRORS):
+            logger.exception(f"Background of '{input_path}' failed")
+    finally:
+        _remove_stale_partials(stale)
+    return result
+
+
+def _check_existing_output(output_path: pathlib.Path, result: FileResult):
+    """Set `result` to "skipped" or raise ValueError for a foreign output"""
+    try:
+        old_ppid, frames = read_output_ppid(output_path)
+    except ValueError as exc:
+        raise ValueError(
+            f"Output '{output_path}' exists but is not a readable .rtdc file "
+            f"({exc}); use --force (force=True) to replace it"
+        ) from None
+    if old_ppid is None:
+        raise ValueError(
+            f"Output '{output_path}' exists but holds no background computed "
+            f"by dcbg; use --force (force=True) to replace it"
+        )
+    if old_ppid != result.ppid:
+        raise ValueError(
+            f"Output '{output_path}' exists with another PPID ({old_ppid}, "
+            f"requested {result.ppid}); use --force (force=True) to recompute it"
+        )
+    result.status = "skipped"
+    result.frames = frames
+
+
+def _check_replaceable(output_path: pathlib.Path):
+    """Raise ValueError if `output_path` holds raw images
+
+    A background output never holds images itself; replacing a file that
+    does would destroy a measurement, which force is not meant for.
+    """
+    try:
+        with h5py.File(output_path, "r", locking=False) as h5:
+            holds_images = "events" in h5 and "image" in h5["events"]
+    except OSError:  # not HDF5: nothing of value to protect
+        return
+    if holds_images:
+        raise ValueError(
+            f"Output '{output_path}' holds raw images ('events/image'); "
+            f"refusing to replace it even with --force, choose another output folder"
+        )
+
+
+def _compute(cls, kwargs, input_path, output_path, compress, num_cpus, replace):
+    """Run the background method; returns the number of frames"""
+    # The API would update an existing output in place; a replaced output
+    # must not inherit anything from the old file, so it is computed as a
+    # fresh file next to it and moved over it on success.
+    target = output_path
+    if replace:
+        target = output_path.with_name(
+            f".{output_path.name}.{uuid.uuid4().hex[:8]}.dcbg-replace"
+        )
+    try:
+        with cls(
+            input_path, target, compress=compress, num_cpus=num_cpus, **kwargs
+        ) as bg:
+            bg.process()
+            frames = bg.image_count
+        if replace:
+            os.replace(target, output_path)
+    finally:
+        if replace:
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()
+    return frames
+
+
+def _partial_pattern(output_path: pathlib.Path) -> re.Pattern:
+    """Names of the temporary files an attempt at `output_path` may leave"""
+    name = re.escape(output_path.name)
+    return re.compile(
+        rf"\.{name}\.[0-9a-f]+\.dcbg-(partial|replace)"
+        rf"|\.\.{name}\.[0-9a-f]+\.dcbg-replace\.[0-9a-f]+\.dcbg-partial"
+    )
+
+
+def _find_partials(output_path: pathlib.Path) -> dict[pathlib.Path, tuple]:
+    """Temporary files of `output_path` -> (size, mtime) right now"""
+    pattern = _partial_pattern(output_path)
+    found = {}
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(output_path.parent):
+            if pattern.fullmatch(entry.name):
+                with contextlib.suppress(OSError):
+                    st = entry.stat(follow_symlinks=False)
+                    found[pathlib.Path(entry.path)] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+def _remove_stale_partials(stale: dict[pathlib.Path, tuple]):
+    """Remove partial files left by dead attempts
+
+    A file counts as stale if it existed before this attempt started and
+    has not changed since (a live writer would have changed it).
+    """
+    for path, stamp in stale.items():
+        with contextlib.suppress(OSError):
+            st = path.stat(follow_symlinks=False)
+            if (st.st_size, st.st_mtime_ns) == stamp:
+                path.unlink()
+                logger.info(f"Removed stale partial output '{path}'")
+
+
+def describe_error(exc: BaseException) -> str:
+    """One-line description of an exception for a result table"""
+    message = " ".join(str(exc).split())
+    if isinstance(exc, _CLEAR_ERRORS) and message:
+        return message
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _worker_num_cpus() -> int | None:
+    """Threads this task may use: its worker's threads not used by others"""
+    try:
+        worker = distributed.get_worker()
+    except ValueError:  # not on a Dask worker
+        return None
+    state = worker.state
+    # A worker with N threads runs up to N tasks at once; a task that has
+    # the worker to itself gets all N threads, else they are shared.
+    return max(1, state.nthreads // max(1, state.executing_count))
+
+
+def _task(input_path, output_path, ppid, compress, force) -> FileResult:
+    """The Dask task: :func:`process_file` with the worker's threads"""
+    result = process_file(
+        input_path,
+        output_path,
+        ppid,
+        compress=compress,
+        force=force,
+        num_cpus=_worker_num_cpus(),
+    )
+    with contextlib.suppress(ValueError):
+        result.worker = distributed.get_worker().address
+    return result
+
+
+def local_cluster_size(
+    n_workers: int | None = None, threads_per_worker: int | None = None
+) -> tuple[int, int]:
+    """Workers and threads per worker of a LocalCluster using all CPUs
+
+    By default one single-threaded worker process per CPU: files are
+    processed in parallel, each with one thread, which needs no
+    synchronisation and keeps HDF5 I/O (serialised within a process)
+    parallel too.
+    """
+    for name, value in (
+        ("n_workers", n_workers),
+        ("threads_per_worker", threads_per_worker),
+    ):
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Integral)
+            or value < 1
+        ):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    cpus = cpu_count()
+    if n_workers is None and threads_per_worker is None:
+        return cpus, 1
+    if n_workers is None:
+        return max(1, cpus // threads_per_worker), int(threads_per_worker)
+    if threads_per_worker is None:
+        return int(n_workers), max(1, cpus // n_workers)
+    return int(n_workers), int(threads_per_worker)
+
+
+@contextlib.contextmanager
+def _get_client(client, scheduler_address, n_workers, threads_per_worker):
+    """The client to submit to; closes only what it created"""
+    if client is not None:
+        yield client
+    elif scheduler_address is not None:
+        address = str(scheduler_address)
+        if not address.startswith(("tcp://", "tls://", "inproc://", "ucx://")) and (
+            os.path.isfile(address)
+        ):
+            kwargs = {"scheduler_file": address}
+        else:
+            kwargs = {"address": address}
+        try:
+            new_client = distributed.Client(**kwargs)
+        except OSError as exc:
+            raise OSError(
+                f"Cannot connect to the Dask scheduler '{address}': {exc}"
+            ) from exc
+        with new_client:
+            yield new_client
+    else:
+        n_workers, threads_per_worker = local_cluster_size(
+            n_workers, threads_per_worker
+        )
+        # Processes, not threads: a crashing worker cannot take the client
+        # down, and h5py serialises HDF5 calls within a process.
+        with (
+            distributed.LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=threads_per_worker,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+            ) as cluster,
+            distributed.Client(cluster) as new_client,
+        ):
+            yield new_client
+
+
+def _plan(input_paths, out_dir):
+    """Absolute input and output paths; errors for colliding outputs"""
+    inputs = [pathlib.Path(os.path.abspath(p)) for p in input_paths]
+    outputs = [get_output_path(p, out_dir) for p in inputs]
+    errors = [None] * len(inputs)
+    first_by_output = {}
+    input_keys = {os.path.normcase(p): p for p in inputs}
+    for index, (inp, out) in enumerate(zip(inputs, outputs, strict=True)):
+        key = os.path.normcase(out)
+        if key in input_keys:
+            errors[index] = (
+                f"Output '{out}' would overwrite the input measurement "
+                f"'{input_keys[key]}'; choose another output folder"
+            )
+        elif key in first_by_output:
+            errors[index] = (
+                f"Output '{out}' is also the output of '{first_by_output[key]}' "
+                f"(same file name); process these files separately"
+            )
+        else:
+            first_by_output[key] = inp
+    return inputs, outputs, errors
+
+
+def _file_size(path: pathlib.Path) -> int:
+    """Size of a file in bytes, 0 if it cannot be read here"""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def process_many(
+    input_paths: Iterable,
+    out_dir,
+    ppid: str,
+    *,
+    compress: bool = True,
+    force: bool = False,
+    client: distributed.Client | None = None,
+    scheduler_address: str | None = None,
+    n_workers: int | None = None,
+    threads_per_worker: int | None = None,
+    progress: Callable[[FileResult], None] | None = None,
+) -> list[FileResult]:
+    """Compute the backgrounds of many measurements on a Dask cluster
+
+    One task per file is submitted; each task uses the threads of the
+    worker it runs on. Outputs are ``<out_dir>/<input stem>_bg.rtdc``.
+    Complete outputs with the same PPID are skipped (unless `force`), an
+    output with another PPID fails unless `force` is set. A file that
+    fails (unreadable input, ...) does not affect the others; a task whose
+    worker process dies is run again on another worker.
+
+    When no `client` and no `scheduler_address` is given, a LocalCluster
+    of worker processes is started for the call. Scripts doing this must
+    guard their entry point with ``if __name__ == "__main__":`` (worker
+    processes are spawned).
+
+    Parameters
+    ----------
+    input_paths: iterable of str or pathlib.Path
+        Input .rtdc measurements; the paths must be valid on the workers
+        (relative paths are made absolute here)
+    out_dir: str or pathlib.Path
+        Output folder (created if missing)
+    ppid: str
+        Background PPID, e.g. "sparsemed:k=200^s=1^t=0^f=0.8^o=1";
+        abbreviations such as "rollmed:k=50" are completed with defaults
+    compress: bool
+        Compress the background data (Zstandard)
+    force: bool
+        Recompute outputs that exist (with any PPID)
+    client: distributed.Client or None
+        Client to submit to (left open)
+    scheduler_address: str or None
+        Address of a running scheduler (e.g. "tcp://host:8786") or path
+        of its scheduler file; a client is connected for this call
+    n_workers: int or None
+        Worker processes of the LocalCluster (default: one per CPU)
+    threads_per_worker: int or None
+        Threads per LocalCluster worker (default: CPUs / workers)
+    progress: callable or None
+        Called with each :class:`FileResult` as it becomes available
+
+    Returns
+    -------
+    results: list of FileResult
+        One result per input path, in input order
+
+    Raises
+    ------
+    ValueError
+        For an invalid PPID, an `out_dir` that is not a folder, or
+        conflicting cluster arguments
+    OSError
+        If the scheduler cannot be reached or `out_dir` not be created
+    """
+    bg_ppid = canonical_ppid(ppid)
+    if client is not None and scheduler_address is not None:
+        raise ValueError("Give either client or scheduler_address, not both")
+    if (client is not None or scheduler_address is not None) and (
+        n_workers is not None or threads_per_worker is not None
+    ):
+        raise ValueError(
+            "n_workers and threads_per_worker size a LocalCluster; they "
+            "cannot be used with client or scheduler_address"
+        )
+    local_cluster_size(n_workers, threads_per_worker)  # validate early
+    out_dir = pathlib.Path(os.path.abspath(out_dir))
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"Output folder '{out_dir}' is not a directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    inputs, outputs, errors = _plan(input_paths, out_dir)
+    results: list[FileResult | None] = [None] * len(inputs)
+
+    def report(index: int, result: FileResult):
+        results[index] = result
+        if progress is not None:
+            progress(result)
+
+    for index, error in enumerate(errors):
+        if error is not None:
+            report(
+                index,
+                FileResult(
+                    inputs[index], outputs[index], bg_ppid, "failed", error=error
+                ),
+            )
+    todo = [i for i, error in enumerate(errors) if error is None]
+    if not todo:
+        return results
+
+    run_id = uuid.uuid4().hex[:8]
+    with _get_client(client, scheduler_address, n_workers, threads_per_worker) as cl:
+        futures = {}
+        for index in todo:
+            future = cl.submit(
+                _task,
+                inputs[index],
+                outputs[index],
+                bg_ppid,
+                compress,
+                force,
+                # unique, readable keys (shown on the dashboard)
+                key=f"dcbg-{inputs[index].stem}-{run_id}-{index}",
+                pure=False,
+                retries=TASK_RETRIES,
+                # big files first: the batch does not end waiting for one
+                priority=_file_size(inputs[index]),
+            )
+            futures[future] = index
+        try:
+            for future in distributed.as_completed(futures):
+                index = futures[future]
+                try:
+                    result = future.result()
+                except (
+                    Exception,
+                    asyncio.CancelledError,
+                    concurrent.futures.CancelledError,
+                ) as exc:
+                    # e.g. KilledWorker: the file crashed worker after worker
+                    result = FileResult(
+                        inputs[index],
+                        outputs[index],
+                        bg_ppid,
+                        "failed",
+                        error=f"Task failed on the cluster: {describe_error(exc)}",
+                    )
+                report(index, result)
+        except BaseException:
+            # e.g. KeyboardInterrupt: do not leave work running on a
+            # cluster that outlives this call
+            cl.cancel(list(futures))
+            raise
+    return results
