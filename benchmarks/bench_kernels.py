@@ -6,7 +6,8 @@ Usage::
 
 The stack imitates RT-DC data: a static 80 x 320 background image plus
 Gaussian noise (sigma 4 grey levels) and 5 % darker "cell" pixels.
-Reported times are medians over the repeats; the first (compiling or
+Reported times are medians over the repeats (the best repeat in
+brackets, useful on a shared machine); the first (compiling or
 cache-loading) call is excluded.
 """
 
@@ -42,7 +43,7 @@ def median_time(func, repeats):
         t0 = time.perf_counter()
         func()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(times), min(times)
 
 
 def main():
@@ -66,7 +67,7 @@ def main():
     print(f"\nrolling_median, kernel_size={k}")
     base = None
     for threads in args.threads:
-        t = median_time(
+        t, best = median_time(
             lambda threads=threads: rolling_median(
                 stack, k, out=out, num_threads=threads
             ),
@@ -74,25 +75,26 @@ def main():
         )
         base = base or t
         print(
-            f"  num_threads={threads}: {t:7.3f} s  {n_frames / t:10,.0f} frames/s  "
-            f"{n_frames * n_pixels / t / 1e6:7.1f} M pixel-frames/s  "
+            f"  num_threads={threads}: {t:6.3f} s ({best:.3f})  "
+            f"{n_frames / t:7,.0f} frames/s  "
+            f"{n_frames * n_pixels / t / 1e6:6.1f} M pixel-frames/s  "
             f"(speed-up {base / t:.2f})"
         )
 
     w = args.window
     window = np.ascontiguousarray(stack[:w])
     print(f"\nwindow_median, {w} frames")
-    t_np = median_time(
+    t_np, _ = median_time(
         lambda: np.partition(window, w // 2, axis=0)[w // 2], args.repeats
     )
     print(f"  np.partition:    {t_np * 1e3:7.2f} ms")
     for threads in args.threads:
-        t = median_time(
+        t, best = median_time(
             lambda threads=threads: window_median(window, num_threads=threads),
             args.repeats,
         )
         print(
-            f"  num_threads={threads}:   {t * 1e3:7.2f} ms  "
+            f"  num_threads={threads}:   {t * 1e3:7.2f} ms ({best * 1e3:.2f})  "
             f"{w * n_pixels / t / 1e6:7.1f} M pixel-frames/s  "
             f"({t_np / t:.1f}x np.partition)"
         )
