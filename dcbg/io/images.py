@@ -14,6 +14,8 @@ import numbers
 import h5py
 import numpy as np
 
+from .chunks import ChunkCodec, read_frames
+
 #: read about this many bytes at once when the source is not chunked
 DEFAULT_BLOCK_BYTES = 8 * 1024**2
 
@@ -70,6 +72,10 @@ class ImageStack:
         self.h5dataset = source if isinstance(source, h5py.Dataset) else None
         #: frames per HDF5 chunk (reads aligned to it avoid decompressing twice)
         self.chunk_frames = self._get_chunk_frames()
+        #: direct chunk decoder for parallel reads (None: read through h5py)
+        self.codec = None
+        if self.h5dataset is not None and _all_chunks_stored(self.h5dataset):
+            self.codec = ChunkCodec.for_dataset(self.h5dataset)
 
     def __len__(self):
         return self.shape[0]
@@ -108,7 +114,9 @@ class ImageStack:
             return self.read(start, max(start, stop))[(slice(None), *index[1:])]
         raise TypeError(f"Unsupported index {index!r} for {self.name}")
 
-    def read(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+    def read(
+        self, start: int, stop: int, out: np.ndarray | None = None, pool=None
+    ) -> np.ndarray:
         """Read frames ``start:stop`` as uint8
 
         Parameters
@@ -116,8 +124,10 @@ class ImageStack:
         start, stop: int
             Frame range (half-open)
         out: np.ndarray, optional
-            uint8 array of shape (stop - start, height, width) or
-            (stop - start, height * width) to read into
+            C-contiguous uint8 array of shape (stop - start, height, width)
+            or (stop - start, height * width) to read into
+        pool: dcbg.workers.WorkerPool, optional
+            Worker threads that decompress HDF5 chunks in parallel
 
         Returns
         -------
@@ -131,6 +141,11 @@ class ImageStack:
         else:
             out = out.reshape(count, *self.frame_shape)
         if count == 0:
+            return out
+        if self.codec is not None and pool is not None:
+            read_frames(
+                self.h5dataset, self.codec, start, stop, out.reshape(count, -1), pool
+            )
             return out
         if self.h5dataset is not None and self.dtype == np.uint8:
             self.h5dataset.read_direct(out, np.s_[start:stop], np.s_[0:count])
@@ -182,3 +197,14 @@ class ImageStack:
             end = min(stop, (pos // block + 1) * block)
             yield pos, end
             pos = end
+
+
+def _all_chunks_stored(dataset: h5py.Dataset) -> bool:
+    """Whether every chunk exists on disk (unwritten ones hold fill values)"""
+    if dataset.chunks is None:
+        return False
+    expected = -(-dataset.shape[0] // dataset.chunks[0])
+    try:
+        return dataset.id.get_num_chunks() == expected
+    except (AttributeError, RuntimeError):  # HDF5 < 1.10.5
+        return False

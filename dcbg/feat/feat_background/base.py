@@ -16,7 +16,7 @@ from ... import ppid
 from ..._version import __version__
 from ...io import ImageStack, InputMeasurement, OutputFile
 from ...io.rtdc import _same_file, log_lines
-from .workers import Counter, WorkerPool
+from ...workers import Counter, WorkerPool
 
 
 def cpu_count() -> int:

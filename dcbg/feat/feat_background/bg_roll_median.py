@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...io.chunks import ChunkCodec, write_frames
 from ...kernels import rolling_median_pixels
+from ...workers import wait_all
 from .base import Background, check_positive_int
-from .workers import wait_all
 
 
 class BackgroundRollMed(Background):
@@ -219,12 +220,15 @@ class BackgroundRollMed(Background):
         ends.append(output_size)
         blocks = list(zip([0, *ends[:-1]], ends, strict=True))
 
+        codec = ChunkCodec.for_dataset(dset)
+
         def read(lo, hi):
-            self.input_data.read(start + lo, start + hi, out=self.shared_input[lo:hi])
+            self.input_data.read(
+                start + lo, start + hi, out=self.shared_input[lo:hi], pool=self._pool
+            )
 
         def write(lo, hi):
-            out = self.shared_output[lo:hi].reshape(hi - lo, *self.image_shape)
-            dset[start + lo : start + hi] = out
+            write_frames(dset, codec, start + lo, self.shared_output[lo:hi], self._pool)
 
         pending = []
         read_end = blocks[0][1] + k - 1

@@ -8,8 +8,8 @@ import numpy as np
 from scipy import ndimage
 
 from ...kernels import window_median_pixels
+from ...workers import wait_all
 from .base import Background, check_positive_int, check_real
-from .workers import wait_all
 
 #: height of the top image slice (channel wall) used for ``bg_off``, pixels
 OFFSET_ROWS = 20
@@ -246,7 +246,7 @@ class BackgroundSparseMed(Background):
         """
         self.start_workers()
         start, stop = self.get_window(second)
-        self.input_data.read(start, stop, out=self.shared_input)
+        self.input_data.read(start, stop, out=self.shared_input, pool=self._pool)
         self._median(self.shared_input, self.shared_output)
         self.bg_images[ii] = self.shared_output
         self.image_proc.value = stop / (self.image_count * (1 + self.offset_correction))
@@ -299,7 +299,7 @@ class BackgroundSparseMed(Background):
         total = count * (1 + self.offset_correction)
 
         def read(lo, hi):
-            return self.input_data.read(lo, hi).reshape(hi - lo, npix)
+            return self.input_data.read(lo, hi, pool=self._pool).reshape(hi - lo, npix)
 
         reading = self._io.submit(read, *blocks[0]) if blocks else None
         try:

@@ -1,0 +1,206 @@
+"""Direct chunk I/O: HDF5 filters run in worker threads
+
+h5py runs HDF5's filter pipeline (Zstandard decompression, checksums)
+under its global lock: reading or writing a compressed image stack uses
+one core and blocks other Python threads meanwhile. For the layout every
+.rtdc writer uses -- chunks of whole frames, Zstandard (hdf5plugin
+filter 32015) and/or Fletcher-32 -- :class:`ChunkCodec` moves the raw
+chunk bytes with HDF5's direct chunk calls and runs the filters itself
+with python-zstandard and a compiled checksum, both of which release the
+GIL. Measured on 80x320 frames, reading this way on two threads is about
+2-3x faster than ``h5py.Dataset.read_direct``. Other layouts fall back
+to plain h5py.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+
+import h5py
+import numpy as np
+import zstandard
+
+from ..kernels.checksum import fletcher32
+from ..workers import wait_all
+
+#: HDF5 filter id of Zstandard as registered by hdf5plugin
+ZSTD_FILTER = 32015
+FLETCHER32_FILTER = h5py.h5z.FILTER_FLETCHER32
+
+
+class ChecksumError(OSError):
+    """A chunk's Fletcher-32 checksum does not match its data"""
+
+
+class ChunkCodec:
+    """Encode and decode whole chunks of a uint8 image dataset
+
+    Parameters
+    ----------
+    dataset: h5py.Dataset
+        Dataset with chunks of whole frames and only Zstandard and/or
+        Fletcher-32 filters; use :meth:`for_dataset` to check.
+    """
+
+    def __init__(self, dataset: h5py.Dataset):
+        self.name = dataset.name
+        self.chunk_shape = dataset.chunks
+        self.chunk_frames = dataset.chunks[0]
+        self.chunk_bytes = int(np.prod(dataset.chunks))
+        self.filters = _get_filters(dataset)
+        self.level = 5
+        for fid, opts in self.filters:
+            if fid == ZSTD_FILTER and opts:
+                self.level = int(opts[0])
+        # zstandard (de)compressors must not be shared between threads
+        self._local = threading.local()
+
+    def _compressor(self) -> zstandard.ZstdCompressor:
+        if not hasattr(self._local, "compressor"):
+            self._local.compressor = zstandard.ZstdCompressor(level=self.level)
+        return self._local.compressor
+
+    def _decompressor(self) -> zstandard.ZstdDecompressor:
+        if not hasattr(self._local, "decompressor"):
+            self._local.decompressor = zstandard.ZstdDecompressor()
+        return self._local.decompressor
+
+    @classmethod
+    def for_dataset(cls, dataset) -> ChunkCodec | None:
+        """A codec for `dataset`, or None if its layout needs plain h5py"""
+        if not isinstance(dataset, h5py.Dataset) or dataset.dtype != np.uint8:
+            return None
+        if dataset.chunks is None or dataset.ndim != 3:
+            return None
+        if tuple(dataset.chunks[1:]) != tuple(dataset.shape[1:]):
+            return None
+        filters = _get_filters(dataset)
+        ids = [fid for fid, _ in filters]
+        if ids not in (
+            [],
+            [ZSTD_FILTER],
+            [FLETCHER32_FILTER],
+            [ZSTD_FILTER, FLETCHER32_FILTER],
+        ):
+            return None
+        return cls(dataset)
+
+    def decode(self, raw: bytes, filter_mask: int) -> np.ndarray:
+        """Undo the filter pipeline: raw chunk bytes to a flat uint8 array"""
+        data = memoryview(raw)
+        # filters are undone in reverse order; a set mask bit means that
+        # HDF5 skipped that filter for this chunk
+        for index in reversed(range(len(self.filters))):
+            if filter_mask & (1 << index):
+                continue
+            fid = self.filters[index][0]
+            if fid == FLETCHER32_FILTER:
+                (stored,) = struct.unpack("<I", data[-4:])
+                data = data[:-4]
+                if fletcher32(data) != stored:
+                    raise ChecksumError(
+                        f"Fletcher-32 checksum mismatch in a chunk of '{self.name}'; "
+                        f"the file is corrupt"
+                    )
+            else:
+                data = memoryview(
+                    self._decompressor().decompress(
+                        data, max_output_size=self.chunk_bytes
+                    )
+                )
+        array = np.frombuffer(data, dtype=np.uint8)
+        if array.size != self.chunk_bytes:
+            raise OSError(
+                f"A chunk of '{self.name}' decodes to {array.size} bytes, "
+                f"expected {self.chunk_bytes}"
+            )
+        return array
+
+    def encode(self, chunk: np.ndarray) -> bytes:
+        """Run the filter pipeline on one whole chunk"""
+        data = np.ascontiguousarray(chunk, dtype=np.uint8).tobytes()
+        for fid, _ in self.filters:
+            if fid == FLETCHER32_FILTER:
+                data += struct.pack("<I", fletcher32(data))
+            else:
+                data = self._compressor().compress(data)
+        return data
+
+
+def _get_filters(dataset) -> list[tuple[int, tuple]]:
+    dcpl = dataset.id.get_create_plist()
+    filters = []
+    for index in range(dcpl.get_nfilters()):
+        fid, _flags, opts, _name = dcpl.get_filter(index)
+        filters.append((int(fid), tuple(opts)))
+    return filters
+
+
+def read_frames(dataset, codec: ChunkCodec, start, stop, out2d, pool):
+    """Read frames ``start:stop`` into `out2d` (frames, pixels), decoding on `pool`
+
+    Raw chunks are fetched in this thread (HDF5 calls are serialised
+    anyway); decompression runs on the worker threads of `pool`.
+    """
+    size = codec.chunk_frames
+    jobs = []
+    for c0 in range(start // size * size, stop, size):
+        filter_mask, raw = dataset.id.read_direct_chunk((c0, 0, 0))
+        jobs.append(
+            pool.submit(_decode_into, codec, raw, filter_mask, c0, start, stop, out2d)
+        )
+    wait_all(jobs)
+
+
+def _decode_into(codec, raw, filter_mask, c0, start, stop, out2d):
+    frames = codec.decode(raw, filter_mask).reshape(codec.chunk_frames, -1)
+    lo, hi = max(c0, start), min(c0 + codec.chunk_frames, stop)
+    out2d[lo - start : hi - start] = frames[lo - c0 : hi - c0]
+
+
+def write_frames(dataset, codec: ChunkCodec, start, data2d, pool):
+    """Write frames ``data2d`` at `start`, encoding whole chunks on `pool`
+
+    Chunks the data cover completely (the dataset's last chunk counts as
+    complete when the data reach the end of the dataset) are encoded in
+    parallel and written raw; partial chunks go through h5py.
+    """
+    size = codec.chunk_frames
+    stop = start + len(data2d)
+    total = dataset.shape[0]
+    frame_shape = dataset.shape[1:]
+    first_full = -(-start // size) * size
+    jobs = []
+    c0 = first_full
+    while c0 < stop and (c0 + size <= stop or stop == total):
+        hi = min(c0 + size, stop)
+        jobs.append(
+            (
+                c0,
+                pool.submit(_encode_chunk, codec, data2d, c0 - start, hi - start, size),
+            )
+        )
+        c0 += size
+    direct_stop = c0
+    # partial chunks at either end
+    if start < min(first_full, stop):
+        head = min(first_full, stop)
+        dataset[start:head] = data2d[: head - start].reshape(-1, *frame_shape)
+    if direct_stop < stop and direct_stop >= first_full:
+        dataset[direct_stop:stop] = data2d[direct_stop - start :].reshape(
+            -1, *frame_shape
+        )
+    encoded = wait_all([job for _, job in jobs])
+    for (c0, _), raw in zip(jobs, encoded, strict=True):
+        dataset.id.write_direct_chunk((c0, 0, 0), raw)
+
+
+def _encode_chunk(codec, data2d, lo, hi, size):
+    chunk = data2d[lo:hi]
+    if hi - lo < size:
+        # HDF5 stores edge chunks at full size
+        padded = np.zeros((size, chunk.shape[1]), dtype=np.uint8)
+        padded[: hi - lo] = chunk
+        chunk = padded
+    return codec.encode(chunk)
