@@ -13,29 +13,38 @@ _BLOCK_WORDS = 360
 
 
 @numba.njit(nogil=True, cache=True)
-def _fletcher32(data):
-    n_bytes = data.size
-    remaining = n_bytes // 2
-    sum1 = np.uint32(0)
-    sum2 = np.uint32(0)
-    pos = 0
-    while remaining > 0:
-        count = min(remaining, _BLOCK_WORDS)
-        remaining -= count
-        for _ in range(count):
-            sum1 += (np.uint32(data[pos]) << np.uint32(8)) | np.uint32(data[pos + 1])
-            sum2 += sum1
-            pos += 2
-        sum1 = (sum1 & np.uint32(0xFFFF)) + (sum1 >> np.uint32(16))
-        sum2 = (sum2 & np.uint32(0xFFFF)) + (sum2 >> np.uint32(16))
+def _fletcher32(words, n_bytes, last_byte):
+    n_words = words.size
+    sum1 = np.uint64(0)
+    sum2 = np.uint64(0)
+    mask = np.uint64(0xFFFF)
+    shift = np.uint64(16)
+    for start in range(0, n_words, _BLOCK_WORDS):
+        count = min(n_words - start, _BLOCK_WORDS)
+        # HDF5 adds word by word: sum1 += w; sum2 += sum1. Over one block
+        # that is sum1 += sum(w) and sum2 += count * sum1 + sum((count-i) w_i):
+        # independent sums that the compiler vectorises. HDF5's uint32 sums
+        # never overflow within a block, so wider integers give its values.
+        plain = np.uint32(0)
+        weighted = np.uint32(0)
+        for i in range(count):
+            raw = np.uint32(words[start + i])
+            # HDF5 reads big-endian words; `words` holds native little-endian
+            word = ((raw & np.uint32(0xFF)) << np.uint32(8)) | (raw >> np.uint32(8))
+            plain += word
+            weighted += np.uint32(count - i) * word
+        sum2 += np.uint64(count) * sum1 + np.uint64(weighted)
+        sum1 += np.uint64(plain)
+        sum1 = (sum1 & mask) + (sum1 >> shift)
+        sum2 = (sum2 & mask) + (sum2 >> shift)
     if n_bytes % 2:
-        sum1 += np.uint32(data[n_bytes - 1]) << np.uint32(8)
+        sum1 += np.uint64(last_byte) << np.uint64(8)
         sum2 += sum1
-        sum1 = (sum1 & np.uint32(0xFFFF)) + (sum1 >> np.uint32(16))
-        sum2 = (sum2 & np.uint32(0xFFFF)) + (sum2 >> np.uint32(16))
-    sum1 = (sum1 & np.uint32(0xFFFF)) + (sum1 >> np.uint32(16))
-    sum2 = (sum2 & np.uint32(0xFFFF)) + (sum2 >> np.uint32(16))
-    return (sum2 << np.uint32(16)) | sum1
+        sum1 = (sum1 & mask) + (sum1 >> shift)
+        sum2 = (sum2 & mask) + (sum2 >> shift)
+    sum1 = (sum1 & mask) + (sum1 >> shift)
+    sum2 = (sum2 & mask) + (sum2 >> shift)
+    return (sum2 << shift) | sum1
 
 
 def fletcher32(data) -> int:
@@ -53,4 +62,7 @@ def fletcher32(data) -> int:
         HDF5 stores it little-endian after the chunk data.
     """
     buffer = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
-    return int(_fletcher32(buffer))
+    n_bytes = buffer.size
+    words = buffer[: n_bytes - n_bytes % 2].view("<u2")
+    last_byte = int(buffer[-1]) if n_bytes % 2 else 0
+    return int(_fletcher32(words, n_bytes, last_byte))

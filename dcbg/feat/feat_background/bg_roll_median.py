@@ -176,7 +176,7 @@ class BackgroundRollMed(Background):
     def _block_rows(self):
         """Frames per pipeline block: whole output chunks, several kernels"""
         chunk = self._output_dataset().chunks[0]
-        rows = max(4 * self.kernel_size, 512)
+        rows = max(4 * self.kernel_size, 1000)
         return max(1, round(rows / chunk)) * chunk
 
     def process_approach(self):
