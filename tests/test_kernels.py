@@ -3,6 +3,8 @@
 import importlib
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -424,21 +426,107 @@ def test_window_median_pixels_invalid_arguments():
         window_median_pixels(stack, 2, out[:5])
 
 
-# --- compilation --------------------------------------------------------------
+# --- compilation ---------------------------------------------------------------
 
 
-def test_kernels_release_gil():
-    for core in (rm_module._rolling_median_core, wm_module._window_median_core):
-        assert core.targetoptions["nogil"]
-        assert core.targetoptions["boundscheck"] is False
+def _longest_main_thread_stall(func):
+    """Run `func` in a thread; return (its duration, longest main-thread gap)
+
+    While a compiled core holds the GIL the main thread cannot wake up from
+    its short sleeps, so the longest gap between its ticks is about the
+    duration of the call; with the GIL released it stays at a few ms.
+    """
+    duration = []
+
+    def target():
+        t0 = time.perf_counter()
+        func()
+        duration.append(time.perf_counter() - t0)
+
+    thread = threading.Thread(target=target)
+    ticks = [time.perf_counter()]
+    thread.start()
+    while thread.is_alive():
+        time.sleep(0.001)
+        ticks.append(time.perf_counter())
+    thread.join()
+    return duration[0], max(np.diff(ticks))
+
+
+@pytest.mark.parametrize("kernel", ["rolling_median", "window_median"])
+def test_kernels_release_gil(kernel):
+    rng = np.random.default_rng(7)
+    if kernel == "rolling_median":
+        stack = rng.integers(90, 110, size=(600, 64_000), dtype=np.uint8)
+        out = np.empty((600 - 50 + 1, 64_000), dtype=np.uint8)
+
+        def func():
+            rolling_median_pixels(stack, 50, out)
+    else:
+        stack = rng.integers(0, 256, size=(200, 400_000), dtype=np.uint8)
+        out = np.empty(400_000, dtype=np.uint8)
+
+        def func():
+            window_median_pixels(stack, None, out)
+
+    func()  # warm up (page faults)
+    duration, stall = _longest_main_thread_stall(func)
+    assert duration > 0.03, "call too short to tell"
+    assert stall < 0.5 * duration, (duration, stall)
 
 
 def test_import_does_not_compile():
+    # The cores are ahead-of-time compiled extension modules: nothing is
+    # JIT-compiled at import or first call, and numba is not imported.
     code = (
-        "import sys, dcbg.kernels\n"
-        "for name in ('rolling_median', 'window_median'):\n"
-        "    mod = sys.modules['dcbg.kernels.' + name]\n"
-        "    core = getattr(mod, '_' + name + '_core')\n"
-        "    assert not core.signatures, core.signatures\n"
+        "import importlib.machinery, sys, dcbg, dcbg.kernels\n"
+        "import dcbg.kernels.checksum\n"
+        "assert 'numba' not in sys.modules\n"
+        "suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)\n"
+        "for name in ('rolling_median', 'window_median', 'checksum'):\n"
+        "    mod = sys.modules['dcbg.kernels._' + name]\n"
+        "    assert mod.__file__.endswith(suffixes), mod.__file__\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_kernels_accept_read_only_input():
+    rng = np.random.default_rng(3)
+    stack = rng.integers(0, 256, size=(30, 4, 5), dtype=np.uint8)
+    stack.flags.writeable = False
+    expected = reference_rolling_median(stack, 7)
+    np.testing.assert_array_equal(rolling_median(stack, 7), expected)
+    flat = stack.reshape(30, 20)
+    out = np.empty((24, 20), dtype=np.uint8)
+    rolling_median_pixels(flat, 7, out)
+    np.testing.assert_array_equal(out.reshape(expected.shape), expected)
+    expected = reference_window_median(stack, 11).reshape(4, 5)
+    np.testing.assert_array_equal(window_median(stack, 11), expected)
+    out = np.empty(20, dtype=np.uint8)
+    window_median_pixels(flat, 11, out)
+    np.testing.assert_array_equal(out.reshape(4, 5), expected)
+
+
+def test_cores_reject_inconsistent_arguments():
+    # The private cores skip the full checks but must never write out of
+    # bounds when called directly with inconsistent arguments.
+    stack = np.zeros((10, 6), dtype=np.uint8)
+    out = np.zeros((8, 6), dtype=np.uint8)
+    rm_core = rm_module._rolling_median_core
+    wm_core = wm_module._window_median_core
+    with pytest.raises(ValueError, match="k must satisfy"):
+        rm_core(stack, 11, 5, np.zeros((0, 6), np.uint8), 0, 6)
+    with pytest.raises(ValueError, match="rank must satisfy"):
+        rm_core(stack, 3, 3, out, 0, 6)
+    with pytest.raises(ValueError, match="out must have shape"):
+        rm_core(stack, 3, 1, np.zeros((8, 5), np.uint8), 0, 5)
+    with pytest.raises(ValueError, match="pixel range"):
+        rm_core(stack, 3, 1, out, 2, 7)
+    with pytest.raises(ValueError, match="pixel range"):
+        rm_core(stack, 3, 1, out, 4, 2)
+    with pytest.raises(ValueError, match="rank must satisfy"):
+        wm_core(stack, 10, np.zeros(6, np.uint8), 0, 6)
+    with pytest.raises(ValueError, match="out must have shape"):
+        wm_core(stack, 5, np.zeros(5, np.uint8), 0, 5)
+    with pytest.raises(ValueError, match="pixel range"):
+        wm_core(stack, 5, np.zeros(6, np.uint8), -1, 6)

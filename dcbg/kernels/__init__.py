@@ -7,7 +7,8 @@ Both kernels reduce along axis 0 (time) independently for every pixel:
 
 The ``*_pixels`` variants process one pixel range in the calling thread,
 for callers that distribute the work over their own threads. All kernels
-are compiled with numba on first use (cached on disk) and release the GIL.
+are compiled ahead of time with Cython (the ``_*.pyx`` modules, built at
+install time, nothing is compiled at run time) and release the GIL.
 """
 
 from .rolling_median import rolling_median, rolling_median_pixels

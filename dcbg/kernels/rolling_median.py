@@ -6,11 +6,16 @@ nudges the current rank value up or down until the count of elements below
 it brackets the requested rank again. For noisy but stationary data the
 rank value moves by at most a few grey levels per frame, so the cost per
 pixel and frame is O(1) amortised and independent of the kernel size.
+
+The compiled core (Cython, ``_rolling_median.pyx``) processes pixels in
+blocks of ``BLOCK_SIZE`` and releases the GIL; this module checks the
+arguments and splits the pixels over threads.
 """
 
-import numba
 import numpy as np
 
+from ._rolling_median import BLOCK_SIZE  # noqa: F401 (documented there)
+from ._rolling_median import rolling_median_core as _rolling_median_core
 from ._validate import (
     check_kernel_size,
     check_num_threads,
@@ -22,87 +27,6 @@ from ._validate import (
 )
 
 __all__ = ["rolling_median", "rolling_median_pixels"]
-
-#: Number of pixels whose histograms are updated together while iterating
-#: over the frames; each block reads a contiguous run of ``BLOCK_SIZE``
-#: bytes per frame and owns ``BLOCK_SIZE * 1 KiB`` of histograms. Measured
-#: on AMD EPYC (512 KiB L2/core), 4000 x 80x320 frames, k=100, idle
-#: machine: 256 -> 272, 512 -> 265, 1024 -> 286, 2048 -> 271 million
-#: pixel-frames/s; 2 threads scale ~1.9-2.0x for all of them.
-BLOCK_SIZE = 1024
-
-
-@numba.njit(nogil=True, cache=True, boundscheck=False)
-def _rolling_median_core(stack, k, rank, out, pix_start, pix_stop):
-    """Rolling rank filter for the pixels ``pix_start:pix_stop``
-
-    Parameters
-    ----------
-    stack: 2-D uint8 array (n_frames, n_pixels), C-contiguous
-    k: int
-        window size, 1 <= k <= n_frames
-    rank: int
-        sorted position to report, 0 <= rank < k
-    out: 2-D uint8 array (n_frames - k + 1, n_pixels), C-contiguous
-        only the columns ``pix_start:pix_stop`` are written
-    pix_start, pix_stop: int
-        pixel (column) range to process
-    """
-    n_out = stack.shape[0] - k + 1
-    block = min(BLOCK_SIZE, max(pix_stop - pix_start, 1))
-    # int32 counts: uint16 was not measurably faster and would limit k.
-    hist = np.empty(block * 256, dtype=np.int32)
-    # Rank value and number of window elements strictly below it, per pixel.
-    # int64 state and unsigned indices let LLVM drop the sign extensions
-    # and negative-index wraparound checks from the hot loop.
-    med = np.empty(block, dtype=np.int64)
-    below = np.empty(block, dtype=np.int64)
-    rank = np.int64(rank)
-    for b0 in range(pix_start, pix_stop, block):
-        b1 = min(b0 + block, pix_stop)
-        nb = b1 - b0
-        hist[:] = 0
-        for f in range(k):
-            row = stack[f, b0:b1]
-            for j in range(nb):
-                hist[np.uint64((j << 8) + row[j])] += 1
-        orow = out[0, b0:b1]
-        for j in range(nb):
-            base = np.uint64(j << 8)
-            m = np.int64(0)
-            c = np.int64(0)
-            while c + hist[base + np.uint64(m)] <= rank:
-                c += hist[base + np.uint64(m)]
-                m += 1
-            med[j] = m
-            below[j] = c
-            orow[j] = m
-        for i in range(1, n_out):
-            row_in = stack[i + k - 1, b0:b1]
-            row_out = stack[i - 1, b0:b1]
-            orow = out[i, b0:b1]
-            for jj in range(nb):
-                j = np.uint64(jj)
-                base = j << np.uint64(8)
-                v_in = row_in[j]
-                v_out = row_out[j]
-                m = med[j]
-                c = below[j]
-                hist[base + np.uint64(v_in)] += 1
-                hist[base + np.uint64(v_out)] -= 1
-                c += np.int64(v_in < m) - np.int64(v_out < m)
-                # Restore below <= rank < below + hist[m]. A histogram that
-                # is never empty guarantees both loops stop inside [0, 255].
-                while c > rank:
-                    m -= 1
-                    c -= hist[base + np.uint64(m)]
-                while c + hist[base + np.uint64(m)] <= rank:
-                    c += hist[base + np.uint64(m)]
-                    m += 1
-                med[j] = m
-                below[j] = c
-                orow[j] = m
-    return out
 
 
 def rolling_median(stack, kernel_size, out=None, num_threads=1):

@@ -4,9 +4,12 @@ Counting sort per pixel: a 256-bin histogram of the pixel's k values,
 then a cumulative scan up to the requested rank. That is O(k + 256) per
 pixel with no data-dependent branches in the counting pass, about ten
 times faster than ``np.partition(stack, rank, axis=0)`` for k = 200.
+
+The compiled core (Cython, ``_window_median.pyx``) processes pixels in
+blocks of ``BLOCK_SIZE`` and releases the GIL; this module checks the
+arguments and splits the pixels over threads.
 """
 
-import numba
 import numpy as np
 
 from ._validate import (
@@ -18,64 +21,10 @@ from ._validate import (
     check_stack_2d,
     run_threaded,
 )
+from ._window_median import BLOCK_SIZE  # noqa: F401 (documented there)
+from ._window_median import window_median_core as _window_median_core
 
 __all__ = ["window_median", "window_median_pixels"]
-
-#: Number of pixels counted together per pass over the frames; their
-#: histograms (``BLOCK_SIZE * 1 KiB``) stay in L2 cache. Measured on AMD
-#: EPYC (512 KiB L2/core), k=200, 80x320 pixels, idle machine:
-#: 64 -> 8.9 ms, 128 -> 6.1 ms, 256 -> 6.0 ms, 1024 -> 8.2 ms
-#: (np.partition: 62 ms).
-BLOCK_SIZE = 256
-
-
-@numba.njit(nogil=True, cache=True, boundscheck=False)
-def _window_median_core(stack, rank, out, pix_start, pix_stop):
-    """Rank filter over all frames for the pixels ``pix_start:pix_stop``
-
-    Parameters
-    ----------
-    stack: 2-D uint8 array (k, n_pixels), C-contiguous, k >= 1
-    rank: int
-        sorted position to report, 0 <= rank < k
-    out: 1-D uint8 array (n_pixels,)
-        only the entries ``pix_start:pix_stop`` are written
-    pix_start, pix_stop: int
-        pixel (column) range to process
-    """
-    k = stack.shape[0]
-    block = min(BLOCK_SIZE, max(pix_stop - pix_start, 1))
-    hist = np.empty(block * 256, dtype=np.int32)
-    rank = np.int64(rank)
-    sixteen = np.uint64(16)
-    for b0 in range(pix_start, pix_stop, block):
-        b1 = min(b0 + block, pix_stop)
-        nb = b1 - b0
-        hist[:] = 0
-        for f in range(k):
-            row = stack[f, b0:b1]
-            for j in range(nb):
-                hist[np.uint64((j << 8) + row[j])] += 1
-        orow = out[b0:b1]
-        for jj in range(nb):
-            base = np.uint64(jj) << np.uint64(8)
-            c = np.int64(0)
-            m = np.uint64(0)
-            # Coarse scan in groups of 16 bins (vectorised sums), then bin
-            # by bin. Both stop by bin 255 because the total k exceeds rank.
-            while True:
-                s = np.int64(0)
-                for t in range(16):
-                    s += hist[base + m + np.uint64(t)]
-                if c + s > rank:
-                    break
-                c += s
-                m += sixteen
-            while c + hist[base + m] <= rank:
-                c += hist[base + m]
-                m += np.uint64(1)
-            orow[jj] = m
-    return out
 
 
 def window_median(stack, rank=None, out=None, num_threads=1):
