@@ -8,6 +8,7 @@ use all cores, start instantly and work in scripts and Jupyter alike.
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 from concurrent.futures import Future
@@ -28,6 +29,11 @@ class Counter:
 class WorkerPool:
     """A fixed set of daemon worker threads fed from one job queue
 
+    Jobs run in order of priority, then of submission: I/O jobs (chunk
+    decompression and compression) jump ahead of queued median jobs, so
+    that the next block's data are ready when the medians of the current
+    block are done.
+
     Parameters
     ----------
     num_threads: int
@@ -37,16 +43,24 @@ class WorkerPool:
 
     Attributes
     ----------
-    queue: queue.SimpleQueue
-        Pending jobs ``(future, function, args)``
+    queue: queue.PriorityQueue
+        Pending jobs ``(priority, sequence, (future, function, args))``
     counter: Counter
         Number of jobs finished since the pool started
     workers: list of threading.Thread
         The worker threads
     """
 
+    #: priority of jobs that others wait for (lower runs first)
+    URGENT = 0
+    #: priority of ordinary jobs
+    NORMAL = 1
+    #: priority of the stop signals, after all jobs
+    _STOP = 2
+
     def __init__(self, num_threads: int, name: str = "dcbg-worker"):
-        self.queue = queue.SimpleQueue()
+        self.queue = queue.PriorityQueue()
+        self._sequence = itertools.count()
         self.counter = Counter()
         self.workers = [
             threading.Thread(target=self._work, name=f"{name}-{ii}", daemon=True)
@@ -57,7 +71,7 @@ class WorkerPool:
 
     def _work(self):
         while True:
-            job = self.queue.get()
+            _, _, job = self.queue.get()
             if job is None:
                 return
             future, func, args = job
@@ -68,10 +82,10 @@ class WorkerPool:
                     future.set_exception(exc)
             self.counter.increment()
 
-    def submit(self, func, *args) -> Future:
+    def submit(self, func, *args, priority: int = NORMAL) -> Future:
         """Run ``func(*args)`` on a worker thread"""
         future = Future()
-        self.queue.put((future, func, args))
+        self.queue.put((priority, next(self._sequence), (future, func, args)))
         return future
 
     def run_all(self, func, args_list) -> list:
@@ -87,13 +101,13 @@ class WorkerPool:
         """Cancel pending jobs and stop the threads (waits for running jobs)"""
         while True:
             try:
-                job = self.queue.get_nowait()
+                _, _, job = self.queue.get_nowait()
             except queue.Empty:
                 break
             if job is not None:
                 job[0].cancel()
         for _ in self.workers:
-            self.queue.put(None)
+            self.queue.put((self._STOP, next(self._sequence), None))
         for worker in self.workers:
             if worker is not threading.current_thread():
                 worker.join()

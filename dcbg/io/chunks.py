@@ -148,7 +148,17 @@ def read_frames(dataset, codec: ChunkCodec, start, stop, out2d, pool):
     for c0 in range(start // size * size, stop, size):
         filter_mask, raw = dataset.id.read_direct_chunk((c0, 0, 0))
         jobs.append(
-            pool.submit(_decode_into, codec, raw, filter_mask, c0, start, stop, out2d)
+            pool.submit(
+                _decode_into,
+                codec,
+                raw,
+                filter_mask,
+                c0,
+                start,
+                stop,
+                out2d,
+                priority=pool.URGENT,
+            )
         )
     wait_all(jobs)
 
@@ -178,7 +188,15 @@ def write_frames(dataset, codec: ChunkCodec, start, data2d, pool):
         jobs.append(
             (
                 c0,
-                pool.submit(_encode_chunk, codec, data2d, c0 - start, hi - start, size),
+                pool.submit(
+                    _encode_chunk,
+                    codec,
+                    data2d,
+                    c0 - start,
+                    hi - start,
+                    size,
+                    priority=pool.URGENT,
+                ),
             )
         )
         c0 += size

@@ -158,9 +158,13 @@ class BackgroundRollMed(Background):
         return slice(start, stop_in), slice(start, start + output_size), output_size
 
     def map_iterator(self):
-        """Iterate over the pixel ranges the worker threads process"""
+        """Iterate over the pixel ranges the worker threads process
+
+        Several ranges per thread keep the jobs short, so that chunk
+        (de)compression jobs, which have priority, never wait long.
+        """
         npix = self.shared_input.shape[1]
-        parts = min(self.num_cpus, npix)
+        parts = min(4 * self.num_cpus, npix)
         bounds = np.linspace(0, npix, parts + 1).astype(int)
         for p0, p1 in zip(bounds[:-1], bounds[1:], strict=True):
             if p1 > p0:
