@@ -8,7 +8,7 @@ Processes the same realistic synthetic measurements (generated once into
 - with :func:`dcbg.cluster.process_many` on a LocalCluster of
   single-threaded worker processes (one file per worker at a time).
 
-The cluster is started and warmed up (dcbg imported, numba cache loaded)
+The cluster is started and warmed up (dcbg imported, kernels loaded)
 once; its start-up is reported separately. Times are medians over the
 repeats, each repeat into a fresh output folder. The scheduling overhead
 per task is the worker time not spent computing, per task::
@@ -152,7 +152,7 @@ def main():
         ):
             client.wait_for_workers(args.workers)
             summary["cluster_start_s"] = time.perf_counter() - t0
-            # warm-up: import dcbg and load the numba cache on every worker
+            # warm-up: import dcbg and load the kernels on every worker
             warm = work / "warm"
             warm.mkdir()
             make_synthetic_measurement(warm / "w.rtdc", 300)
@@ -231,7 +231,7 @@ def main():
 
 
 def _warm_up(input_path, ppid):
-    """One small computation (loads the numba cache in the worker)"""
+    """One small computation (loads dcbg and its kernels in the worker)"""
     output_path = input_path.with_name(f"warm_{os.getpid()}.rtdc")
     cls = get_available_background_methods()[ppid.split(":")[0]]
     with cls(input_path, output_path, **Background.get_ppkw_from_ppid(ppid)) as bg:

@@ -2,7 +2,7 @@
 
 dcnum runs its median workers as spawned processes, which need an
 ``if __name__ == "__main__":`` guard and seconds of start-up time. Our
-kernels are compiled with numba and release the GIL, so plain threads
+kernels are compiled (Cython) and release the GIL, so plain threads
 use all cores, start instantly and work in scripts and Jupyter alike.
 """
 
