@@ -129,3 +129,19 @@ def test_unwritten_chunks_fall_back(tmp_path, pool):
         stack = ImageStack(ds)
         assert stack.codec is None
         assert np.array_equal(stack.read(0, 30, pool=pool)[10:], np.zeros((20, 4, 5)))
+
+
+@pytest.mark.parametrize("filters", list(FILTERS))
+@pytest.mark.parametrize(
+    ("start", "stop", "rows"), [(0, 97, 5), (13, 61, 20), (90, 97, 1)]
+)
+def test_sum_top_rows_equals_numpy(tmp_path, pool, filters, start, stop, rows):
+    rng = np.random.default_rng(2)
+    frames = rng.integers(0, 256, size=(97, 12, 17), dtype=np.uint8)
+    with h5py.File(tmp_path / "d.h5", "w") as h5:
+        stack = ImageStack(make_dataset(h5, "img", frames, 10, filters))
+        expected = frames[start:stop, :rows].sum(axis=(1, 2), dtype=np.int64)
+        assert np.array_equal(
+            stack.sum_top_rows(start, stop, rows, pool=pool), expected
+        )
+        assert np.array_equal(stack.sum_top_rows(start, stop, rows), expected)

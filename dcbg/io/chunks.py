@@ -169,6 +169,47 @@ def _decode_into(codec, raw, filter_mask, c0, start, stop, out2d):
     out2d[lo - start : hi - start] = frames[lo - c0 : hi - c0]
 
 
+def sum_top_rows(dataset, codec: ChunkCodec, start, stop, rows, pool) -> np.ndarray:
+    """Per-frame sums of the top `rows` pixel rows of frames ``start:stop``
+
+    Each chunk is decoded and summed in one worker job, so frames that are
+    only needed for these sums are never copied out of the decoder.
+
+    Returns
+    -------
+    sums: np.ndarray
+        int64 array of length ``stop - start`` (exact integer sums)
+    """
+    size = codec.chunk_frames
+    sums = np.empty(stop - start, dtype=np.int64)
+    jobs = []
+    for c0 in range(start // size * size, stop, size):
+        filter_mask, raw = dataset.id.read_direct_chunk((c0, 0, 0))
+        jobs.append(
+            pool.submit(
+                _sum_chunk_rows,
+                codec,
+                raw,
+                filter_mask,
+                c0,
+                start,
+                stop,
+                rows,
+                sums,
+                priority=pool.URGENT,
+            )
+        )
+    wait_all(jobs)
+    return sums
+
+
+def _sum_chunk_rows(codec, raw, filter_mask, c0, start, stop, rows, sums):
+    frames = codec.decode(raw, filter_mask).reshape(codec.chunk_shape)
+    lo, hi = max(c0, start), min(c0 + codec.chunk_frames, stop)
+    top = frames[lo - c0 : hi - c0, :rows]
+    sums[lo - start : hi - start] = top.sum(axis=(1, 2), dtype=np.int64)
+
+
 def write_frames(dataset, codec: ChunkCodec, start, data2d, pool):
     """Write frames ``data2d`` at `start`, encoding whole chunks on `pool`
 

@@ -14,7 +14,7 @@ import numbers
 import h5py
 import numpy as np
 
-from .chunks import ChunkCodec, read_frames
+from .chunks import ChunkCodec, read_frames, sum_top_rows
 
 #: read about this many bytes at once when the source is not chunked
 DEFAULT_BLOCK_BYTES = 8 * 1024**2
@@ -155,6 +155,17 @@ class ImageStack:
             data = self._to_uint8(data, start)
         out[...] = data
         return out
+
+    def sum_top_rows(self, start: int, stop: int, rows: int, pool=None) -> np.ndarray:
+        """Exact per-frame sums (int64) of the top `rows` pixel rows
+
+        With a chunk decoder and `pool`, chunks are decoded and summed on
+        the worker threads without copying the frames out.
+        """
+        if self.codec is not None and pool is not None:
+            return sum_top_rows(self.h5dataset, self.codec, start, stop, rows, pool)
+        top = self.read(start, stop, pool=pool)[:, :rows]
+        return top.sum(axis=(1, 2), dtype=np.int64)
 
     def _read_source(self, start, stop) -> np.ndarray:
         basinmap = getattr(self.source, "basinmap", None)

@@ -298,18 +298,33 @@ class BackgroundSparseMed(Background):
         next_window = 0
         total = count * (1 + self.offset_correction)
 
+        def in_window(lo, hi):
+            return any(start < hi and lo < stop for start, stop in windows)
+
         def read(lo, hi):
-            return self.input_data.read(lo, hi, pool=self._pool).reshape(hi - lo, npix)
+            # frames outside all windows only contribute their top-row sums
+            if in_window(lo, hi):
+                frames = self.input_data.read(lo, hi, pool=self._pool)
+                return frames.reshape(hi - lo, npix), None
+            sums = self.input_data.sum_top_rows(lo, hi, OFFSET_ROWS, pool=self._pool)
+            return None, sums
 
         reading = self._io.submit(read, *blocks[0]) if blocks else None
         try:
             for bi, (lo, hi) in enumerate(blocks):
-                frames = wait_all([reading])[0]
+                frames, sums = wait_all([reading])[0]
                 if bi + 1 < len(blocks):
                     reading = self._io.submit(read, *blocks[bi + 1])
                 if top_sums is not None:
-                    top = frames.reshape(hi - lo, *self.image_shape)[:, :OFFSET_ROWS]
-                    top_sums[lo:hi] = top.sum(axis=(1, 2), dtype=np.int64)
+                    if sums is None:
+                        top = frames.reshape(hi - lo, *self.image_shape)[
+                            :, :OFFSET_ROWS
+                        ]
+                        sums = top.sum(axis=(1, 2), dtype=np.int64)
+                    top_sums[lo:hi] = sums
+                if frames is None:
+                    self.image_proc.value = hi / total
+                    continue
                 while next_window < len(windows) and windows[next_window][0] < hi:
                     if free_buffers:
                         buf = free_buffers.pop()
