@@ -443,17 +443,15 @@ def test_sigint_stops_cleanly(tmp_path):
         assert process.poll() is None, "finished before the interrupt"
         children = psutil.Process(process.pid).children(recursive=True)
         assert children == []  # worker threads, no processes
-        started = time.monotonic()
         process.send_signal(signal.SIGINT)
-        returncode = process.wait(timeout=20)
-        stop_seconds = time.monotonic() - started
+        # "within a few seconds": TimeoutExpired fails the test
+        returncode = process.wait(timeout=10)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
     reader.join(timeout=5)
     assert returncode == 130
-    assert stop_seconds < 10  # a few seconds, even on a loaded machine
     assert stderr_lines[-1].strip() == (
         "Error: Interrupted; the computation was stopped and its output discarded"
     )
