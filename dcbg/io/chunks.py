@@ -137,36 +137,46 @@ def _get_filters(dataset) -> list[tuple[int, tuple]]:
     return filters
 
 
-def read_frames(dataset, codec: ChunkCodec, start, stop, out2d, pool):
-    """Read frames ``start:stop`` into `out2d` (frames, pixels), decoding on `pool`
+def _decode_chunks(dataset, codec: ChunkCodec, start, stop, pool, job, *args):
+    """Run ``job(frames, lo, hi, *args)`` for every chunk of ``start:stop``
 
     Raw chunks are fetched in this thread (HDF5 calls are serialised
-    anyway); decompression runs on the worker threads of `pool`.
+    anyway); decoding and `job` run on the worker threads of `pool`, which
+    get ``frames`` (the chunk's frames as (frames, pixels)) and the frame
+    range ``lo:hi`` of the chunk that lies inside ``start:stop``.
     """
     size = codec.chunk_frames
     jobs = []
     for c0 in range(start // size * size, stop, size):
         filter_mask, raw = dataset.id.read_direct_chunk((c0, 0, 0))
+        lo, hi = max(c0, start), min(c0 + size, stop)
         jobs.append(
             pool.submit(
-                _decode_into,
+                _decode_and_run,
                 codec,
                 raw,
                 filter_mask,
-                c0,
-                start,
-                stop,
-                out2d,
+                slice(lo - c0, hi - c0),
+                job,
+                (lo, hi, *args),
                 priority=pool.URGENT,
             )
         )
     wait_all(jobs)
 
 
-def _decode_into(codec, raw, filter_mask, c0, start, stop, out2d):
+def _decode_and_run(codec, raw, filter_mask, rows, job, args):
     frames = codec.decode(raw, filter_mask).reshape(codec.chunk_frames, -1)
-    lo, hi = max(c0, start), min(c0 + codec.chunk_frames, stop)
-    out2d[lo - start : hi - start] = frames[lo - c0 : hi - c0]
+    job(frames[rows], *args)
+
+
+def read_frames(dataset, codec: ChunkCodec, start, stop, out2d, pool):
+    """Read frames ``start:stop`` into `out2d` (frames, pixels), decoding on `pool`"""
+
+    def copy(frames, lo, hi):
+        out2d[lo - start : hi - start] = frames
+
+    _decode_chunks(dataset, codec, start, stop, pool, copy)
 
 
 def sum_top_rows(dataset, codec: ChunkCodec, start, stop, rows, pool) -> np.ndarray:
@@ -180,34 +190,15 @@ def sum_top_rows(dataset, codec: ChunkCodec, start, stop, rows, pool) -> np.ndar
     sums: np.ndarray
         int64 array of length ``stop - start`` (exact integer sums)
     """
-    size = codec.chunk_frames
     sums = np.empty(stop - start, dtype=np.int64)
-    jobs = []
-    for c0 in range(start // size * size, stop, size):
-        filter_mask, raw = dataset.id.read_direct_chunk((c0, 0, 0))
-        jobs.append(
-            pool.submit(
-                _sum_chunk_rows,
-                codec,
-                raw,
-                filter_mask,
-                c0,
-                start,
-                stop,
-                rows,
-                sums,
-                priority=pool.URGENT,
-            )
-        )
-    wait_all(jobs)
+    frame_shape = codec.chunk_shape[1:]
+
+    def add_up(frames, lo, hi):
+        top = frames.reshape(-1, *frame_shape)[:, :rows]
+        sums[lo - start : hi - start] = top.sum(axis=(1, 2), dtype=np.int64)
+
+    _decode_chunks(dataset, codec, start, stop, pool, add_up)
     return sums
-
-
-def _sum_chunk_rows(codec, raw, filter_mask, c0, start, stop, rows, sums):
-    frames = codec.decode(raw, filter_mask).reshape(codec.chunk_shape)
-    lo, hi = max(c0, start), min(c0 + codec.chunk_frames, stop)
-    top = frames[lo - c0 : hi - c0, :rows]
-    sums[lo - start : hi - start] = top.sum(axis=(1, 2), dtype=np.int64)
 
 
 def write_frames(dataset, codec: ChunkCodec, start, data2d, pool):
