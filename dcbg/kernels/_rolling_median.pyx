@@ -10,7 +10,7 @@ O(1) sanity checks that keep a misuse from writing out of bounds.
 
 from libc.stdint cimport INT32_MAX, int32_t, uint8_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memset
+from ._histogram cimport count_frames
 
 #: Number of pixels whose histograms are updated together while iterating
 #: over the frames; each block reads a contiguous run of ``BLOCK_SIZE``
@@ -103,8 +103,7 @@ cdef void _rolling_median(
     Py_ssize_t* below,
 ) noexcept nogil:
     cdef Py_ssize_t n_out = n_frames - k + 1
-    cdef Py_ssize_t b0, nb, f, i, j, m, c, v_in, v_out
-    cdef const uint8_t* row
+    cdef Py_ssize_t b0, nb, i, j, m, c, v_in, v_out
     cdef const uint8_t* row_in
     cdef const uint8_t* row_out
     cdef uint8_t* orow
@@ -112,27 +111,7 @@ cdef void _rolling_median(
     b0 = pix_start
     while b0 < pix_stop:
         nb = min(block, pix_stop - b0)
-        memset(hist, 0, nb * 256 * sizeof(int32_t))
-        for f in range(k):
-            row = stack + f * n_pixels + b0
-            # unrolled: gcc -O3 does not unroll it (LLVM did, for numba)
-            h = hist
-            j = 0
-            while j + 8 <= nb:
-                h[row[j]] += 1
-                h[256 + row[j + 1]] += 1
-                h[512 + row[j + 2]] += 1
-                h[768 + row[j + 3]] += 1
-                h[1024 + row[j + 4]] += 1
-                h[1280 + row[j + 5]] += 1
-                h[1536 + row[j + 6]] += 1
-                h[1792 + row[j + 7]] += 1
-                h += 2048
-                j += 8
-            while j < nb:
-                h[row[j]] += 1
-                h += 256
-                j += 1
+        count_frames(hist, stack, n_pixels, b0, nb, k)
         orow = out + b0
         for j in range(nb):
             h = hist + (j << 8)

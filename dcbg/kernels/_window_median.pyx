@@ -10,7 +10,7 @@ that keep a misuse from writing out of bounds.
 
 from libc.stdint cimport INT32_MAX, int32_t, uint8_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memset
+from ._histogram cimport count_frames
 
 #: Number of pixels counted together per pass over the frames; their
 #: histograms (``BLOCK_SIZE * 1 KiB``) stay in L2 cache. Measured (numba
@@ -83,36 +83,13 @@ cdef void _window_median(
     Py_ssize_t block,
     int32_t* hist,
 ) noexcept nogil:
-    cdef Py_ssize_t b0, nb, f, j, m, c
+    cdef Py_ssize_t b0, nb, j, m, c
     cdef int32_t s
-    cdef const uint8_t* row
     cdef const int32_t* h
-    cdef int32_t* hh
     b0 = pix_start
     while b0 < pix_stop:
         nb = min(block, pix_stop - b0)
-        memset(hist, 0, nb * 256 * sizeof(int32_t))
-        for f in range(k):
-            row = stack + f * n_pixels + b0
-            # Unrolled 8 times like LLVM did for the numba version of this
-            # kernel; gcc -O3 does not unroll it and is ~10 % slower.
-            hh = hist
-            j = 0
-            while j + 8 <= nb:
-                hh[row[j]] += 1
-                hh[256 + row[j + 1]] += 1
-                hh[512 + row[j + 2]] += 1
-                hh[768 + row[j + 3]] += 1
-                hh[1024 + row[j + 4]] += 1
-                hh[1280 + row[j + 5]] += 1
-                hh[1536 + row[j + 6]] += 1
-                hh[1792 + row[j + 7]] += 1
-                hh += 2048
-                j += 8
-            while j < nb:
-                hh[row[j]] += 1
-                hh += 256
-                j += 1
+        count_frames(hist, stack, n_pixels, b0, nb, k)
         for j in range(nb):
             h = hist + (j << 8)
             c = 0
