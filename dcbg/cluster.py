@@ -40,6 +40,7 @@ import h5py
 
 from .feat.feat_background import Background, get_available_background_methods
 from .feat.feat_background.base import cpu_count
+from .io.rtdc import check_replaceable, replacing
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +233,7 @@ def process_file(
             _check_existing_output(output_path, result)
             return result
         if replace:
-            _check_replaceable(output_path)
+            check_replaceable(output_path)
         # partials present before this attempt started are not ours
         stale = _find_partials(output_path)
         result.frames = _compute(
@@ -272,47 +273,17 @@ def _check_existing_output(output_path: pathlib.Path, result: FileResult):
     result.frames = frames
 
 
-def _check_replaceable(output_path: pathlib.Path):
-    """Raise ValueError if `output_path` holds raw images
-
-    A background output never holds images itself; replacing a file that
-    does would destroy a measurement, which force is not meant for.
-    """
-    try:
-        with h5py.File(output_path, "r", locking=False) as h5:
-            holds_images = "events" in h5 and "image" in h5["events"]
-    except OSError:  # not HDF5: nothing of value to protect
-        return
-    if holds_images:
-        raise ValueError(
-            f"Output '{output_path}' holds raw images ('events/image'); "
-            f"refusing to replace it even with --force, choose another output folder"
-        )
-
-
 def _compute(cls, kwargs, input_path, output_path, compress, num_cpus, replace):
     """Run the background method; returns the number of frames"""
-    # The API would update an existing output in place; a replaced output
-    # must not inherit anything from the old file, so it is computed as a
-    # fresh file next to it and moved over it on success.
-    target = output_path
-    if replace:
-        target = output_path.with_name(
-            f".{output_path.name}.{uuid.uuid4().hex[:8]}.dcbg-replace"
-        )
-    try:
+    replacement = (
+        replacing(output_path) if replace else contextlib.nullcontext(output_path)
+    )
+    with replacement as target:
         with cls(
             input_path, target, compress=compress, num_cpus=num_cpus, **kwargs
         ) as bg:
             bg.process()
-            frames = bg.image_count
-        if replace:
-            os.replace(target, output_path)
-    finally:
-        if replace:
-            with contextlib.suppress(FileNotFoundError):
-                target.unlink()
-    return frames
+            return bg.image_count
 
 
 def _partial_pattern(output_path: pathlib.Path) -> re.Pattern:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import pathlib
 import re
 import signal
@@ -18,16 +17,14 @@ import sys
 import textwrap
 import threading
 import time
-import uuid
 import warnings
 
 import click
-import h5py
 
 from .. import ppid
 from .._version import __version__
 from ..feat.feat_background import Background, get_available_background_methods
-from ..io.rtdc import check_input_path, check_output_dir
+from ..io.rtdc import check_input_path, check_output_dir, replacing, same_file
 from .options import (
     MethodKwarg,
     collect_method_kwargs,
@@ -243,36 +240,9 @@ class ProgressDisplay:
             )
 
 
-def _same_file(path_a: pathlib.Path, path_b: pathlib.Path) -> bool:
-    if path_a.resolve() == path_b.resolve():
-        return True
-    try:
-        return os.path.samefile(path_a, path_b)
-    except OSError:  # one of them does not exist
-        return False
-
-
 def default_output_path(input_path: pathlib.Path) -> pathlib.Path:
     """``<input stem>_bg.rtdc`` beside the input"""
     return input_path.with_name(f"{input_path.stem}_bg.rtdc")
-
-
-def check_replaceable(output_path: pathlib.Path):
-    """Raise ValueError if `output_path` holds raw images
-
-    The output of a background computation never holds images itself, so
-    replacing a file that does (the input of another file, say) would
-    destroy raw data, which ``--force`` is not meant for.
-    """
-    if not output_path.is_file() or not h5py.is_hdf5(output_path):
-        return
-    with h5py.File(output_path, "r") as h5:
-        holds_images = "events" in h5 and "image" in h5["events"]
-    if holds_images:
-        raise ValueError(
-            f"Output file '{output_path}' holds raw images ('events/image'); "
-            f"refusing to replace it even with --force, choose another output path"
-        )
 
 
 def _option_for_message(message: str, kwargs: dict, given: list[str]) -> str | None:
@@ -393,14 +363,14 @@ def run_compute(
     check_input_path(input_path)
     if output_path is None:
         output_path = default_output_path(input_path)
-    in_place = _same_file(input_path, output_path)
+    in_place = same_file(input_path, output_path)
+    replacement = contextlib.nullcontext(output_path)
     if in_place:
         if not force:
             raise FileExistsError(
                 f"Output file '{output_path}' is the input file; use --force to "
                 f"write the background into the input file"
             )
-        target = output_path
     else:
         check_output_dir(output_path)
         if output_path.exists():
@@ -409,14 +379,9 @@ def run_compute(
                     f"Output file '{output_path}' already exists; use --force "
                     f"to replace it"
                 )
-            check_replaceable(output_path)
-            target = output_path.with_name(
-                f".{output_path.name}.{uuid.uuid4().hex[:8]}.dcbg-replace"
-            )
-        else:
-            target = output_path
+            replacement = replacing(output_path)
 
-    try:
+    with replacement as target:
         with cls(
             input_path, target, compress=compress, num_cpus=num_cpus, **kwargs
         ) as bg:
@@ -424,11 +389,6 @@ def run_compute(
                 bg.process()
             bg_ppid = bg.get_ppid()
             frames = bg.image_count
-        if target != output_path:
-            os.replace(target, output_path)
-    finally:
-        if target != output_path:
-            target.unlink(missing_ok=True)
     seconds = time.perf_counter() - start
     rate = frames / seconds if seconds > 0 else float("inf")
     return (

@@ -7,6 +7,7 @@ methods only see :class:`InputMeasurement` and :class:`OutputFile`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -179,7 +180,7 @@ class OutputFile:
         self.path = pathlib.Path(path)
         self.compress = compress
         self.compression_kwargs = get_compression_kwargs(compress)
-        self.in_place = measurement is not None and _same_file(
+        self.in_place = measurement is not None and same_file(
             measurement.path, self.path
         )
         self.committed = False
@@ -416,6 +417,45 @@ def check_output_dir(path: pathlib.Path):
         )
 
 
+def check_replaceable(output_path: pathlib.Path):
+    """Raise ValueError if an existing `output_path` holds raw images
+
+    A background output never holds images itself; replacing a file that
+    does (a measurement) would destroy raw data, which forcing an
+    overwrite is not meant for.
+    """
+    try:
+        with h5py.File(output_path, "r", locking=False) as h5:
+            holds_images = "events" in h5 and "image" in h5["events"]
+    except OSError:  # missing or not HDF5: nothing of value to protect
+        return
+    if holds_images:
+        raise ValueError(
+            f"Output file '{output_path}' holds raw images ('events/image'); "
+            f"refusing to replace it even with --force, choose another output path"
+        )
+
+
+@contextlib.contextmanager
+def replacing(output_path: pathlib.Path):
+    """Yield a temporary path whose file replaces `output_path` on success
+
+    The background API updates an existing output in place; a replaced
+    output must not inherit anything from the old file, so it is computed
+    as a fresh file next to it and moved over it only when complete. On
+    failure the old output stays untouched.
+    """
+    check_replaceable(output_path)
+    target = output_path.with_name(
+        f".{output_path.name}.{uuid.uuid4().hex[:8]}.dcbg-replace"
+    )
+    try:
+        yield target
+        os.replace(target, output_path)
+    finally:
+        target.unlink(missing_ok=True)
+
+
 def log_lines(record: dict) -> list[str]:
     """A log entry as indented JSON lines"""
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record}
@@ -439,7 +479,8 @@ def _drop_same_mapping(h5: h5py.File, key: str):
     dclab.RTDCWriter(h5).write_text(basins, hashobj(new_lines), new_lines)
 
 
-def _same_file(a: pathlib.Path, b: pathlib.Path) -> bool:
+def same_file(a: pathlib.Path, b: pathlib.Path) -> bool:
+    """Whether two paths name the same file"""
     try:
         return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
     except OSError:

@@ -15,7 +15,7 @@ import time
 from ... import ppid
 from ..._version import __version__
 from ...io import ImageStack, InputMeasurement, OutputFile
-from ...io.rtdc import _same_file, log_lines
+from ...io.rtdc import log_lines, same_file
 from ...workers import Counter, WorkerPool
 
 
@@ -120,7 +120,7 @@ class Background(abc.ABC):
         try:
             if isinstance(input_data, (str, os.PathLike)):
                 input_path = pathlib.Path(input_data)
-                in_place = input_path.exists() and _same_file(
+                in_place = input_path.exists() and same_file(
                     input_path, self.output_path
                 )
                 self.hdin = InputMeasurement(input_path, writable=in_place)
