@@ -1,5 +1,6 @@
 """Build the compiled (Cython) kernels; all metadata lives in pyproject.toml"""
 
+import pathlib
 import sys
 
 from Cython.Build import cythonize
@@ -19,6 +20,8 @@ extensions = [
         f"dcbg.kernels._{name}",
         [f"dcbg/kernels/_{name}.pyx"],
         extra_compile_args=compile_args,
+        # C headers next to the .pyx (rebuild when they change)
+        depends=[str(path) for path in pathlib.Path("dcbg/kernels").glob("*.h")],
     )
     for name in KERNELS
 ]

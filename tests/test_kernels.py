@@ -23,6 +23,8 @@ from dcbg.kernels import (
 # The package attributes shadow the submodules of the same name.
 rm_module = importlib.import_module("dcbg.kernels.rolling_median")
 wm_module = importlib.import_module("dcbg.kernels.window_median")
+#: compiled core: (stack, k, rank, out, pix_start, pix_stop, use_band)
+rm_core = rm_module._rolling_median_core
 
 
 def reference_rolling_median(stack, k):
@@ -55,6 +57,14 @@ def make_stack(kind, shape, seed):
         return rng.choice(values, size=shape)
     if kind == "constant":
         return np.full(shape, rng.integers(0, 256), dtype=np.uint8)
+    if kind == "drift":
+        # noisy pixels whose level drifts up or down by up to 2 per frame,
+        # so that the rank value keeps leaving the band of counts
+        slope = rng.uniform(-2, 2)
+        start = 128 - slope * shape[0] / 2
+        level = start + slope * np.arange(shape[0]).reshape(-1, *[1] * (len(shape) - 1))
+        data = level + rng.integers(-60, 60, shape[1:]) + rng.normal(0, 3, shape)
+        return np.clip(data, 0, 255).astype(np.uint8)
     if kind == "background":
         # realistic: noise around a static image, occasional dark "cells"
         bg = rng.integers(40, 220, shape[1:])
@@ -64,7 +74,7 @@ def make_stack(kind, shape, seed):
     raise ValueError(kind)
 
 
-KINDS = ["uniform", "extremes", "few_values", "constant", "background"]
+KINDS = ["uniform", "extremes", "few_values", "constant", "background", "drift"]
 
 
 @st.composite
@@ -133,6 +143,96 @@ def test_rolling_median_huge_kernel():
     np.testing.assert_array_equal(
         rolling_median(stack, k), reference_rolling_median(stack, k)
     )
+
+
+# --- the band and histogram trackers of the rank value ----------------------
+
+
+def zigzag_stack(n_frames, n_pixels, seed, low=20, high=235):
+    """Levels that sweep low -> high -> low with noise: the band moves"""
+    rng = np.random.default_rng(seed)
+    mid, amplitude = (high + low) / 2, (high - low) / 2
+    level = mid - amplitude * np.cos(np.linspace(0, 2 * np.pi, n_frames))
+    data = level[:, None] + rng.normal(0, 3, (n_frames, n_pixels))
+    return np.clip(data, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    "kind", ["background", "drift", "zigzag", "slow_zigzag", "uniform", "extremes"]
+)
+@pytest.mark.parametrize("k", [1, 2, 51, 100, 255])
+def test_band_and_histogram_trackers_agree(kind, k):
+    """Both trackers give the reference, for full and partial pixel blocks"""
+    n_frames, n_pixels = k + 300, 2 * rm_module.BAND_BLOCK_SIZE + 88
+    if kind == "zigzag":
+        stack = zigzag_stack(n_frames, n_pixels, seed=k)
+    elif kind == "slow_zigzag":
+        stack = zigzag_stack(n_frames, n_pixels, seed=k, low=100, high=140)
+    else:
+        stack = make_stack(kind, (n_frames, n_pixels), seed=k)
+    expected = reference_rolling_median(stack, k)
+    for use_band in (True, False):
+        out = np.zeros_like(expected)
+        rm_core(stack, k, k // 2, out, 0, n_pixels, use_band)
+        np.testing.assert_array_equal(out, expected)
+    # odd pixel range: blocks that do not start at a multiple of 8
+    out = np.zeros_like(expected)
+    rm_core(stack, k, k // 2, out, 3, n_pixels - 5, True)
+    np.testing.assert_array_equal(out[:, 3:-5], expected[:, 3:-5])
+    assert not out[:, :3].any() and not out[:, -5:].any()
+
+
+@pytest.mark.parametrize("rank_of", [lambda k: 0, lambda k: k - 1, lambda k: k // 3])
+def test_band_tracker_any_rank(rank_of):
+    k = 40
+    stack = make_stack("drift", (k + 200, 300), seed=9)
+    rank = rank_of(k)
+    expected = np.sort(
+        np.lib.stride_tricks.sliding_window_view(stack, k, axis=0), axis=-1
+    )[..., rank]
+    for use_band in (True, False):
+        out = np.empty_like(expected)
+        rm_core(stack, k, rank, out, 0, 300, use_band)
+        np.testing.assert_array_equal(out, expected)
+
+
+def test_band_tracker_hands_over_random_data():
+    """Random data: the histogram tracker takes over every pixel block"""
+    k = 100
+    n_blocks = 3
+    stack = make_stack("uniform", (k + 400, n_blocks * rm_module.BAND_BLOCK_SIZE), 10)
+    out = np.empty((401, stack.shape[1]), dtype=np.uint8)
+    handed_over = rm_core(stack, k, k // 2, out, 0, stack.shape[1], True)
+    assert handed_over == n_blocks
+    np.testing.assert_array_equal(out, reference_rolling_median(stack, k))
+
+
+def test_band_tracker_keeps_noisy_images():
+    """Noisy RT-DC-like images stay with the band tracker"""
+    k = 100
+    stack = make_stack("background", (k + 400, 2 * rm_module.BAND_BLOCK_SIZE), 11)
+    out = np.empty((401, stack.shape[1]), dtype=np.uint8)
+    assert rm_core(stack, k, k // 2, out, 0, stack.shape[1], True) == 0
+    np.testing.assert_array_equal(out, reference_rolling_median(stack, k))
+
+
+def test_band_tracker_follows_slow_drift():
+    """A slowly drifting level leaves the band often but not too often"""
+    k = 100
+    stack = zigzag_stack(k + 600, rm_module.BAND_BLOCK_SIZE, seed=13, low=90, high=150)
+    out = np.empty((601, stack.shape[1]), dtype=np.uint8)
+    assert rm_core(stack, k, k // 2, out, 0, stack.shape[1], True) == 0
+    assert np.ptp(out) > 50  # the rank values crossed many bands
+    np.testing.assert_array_equal(out, reference_rolling_median(stack, k))
+
+
+def test_band_tracker_limited_to_uint8_counts():
+    assert rm_module.BAND_MAX_KERNEL_SIZE == 255
+    k = 256  # histogram tracker only
+    stack = make_stack("uniform", (k + 20, 300), seed=12)
+    out = np.empty((21, 300), dtype=np.uint8)
+    assert rm_core(stack, k, k // 2, out, 0, 300, True) == 0
+    np.testing.assert_array_equal(out, reference_rolling_median(stack, k))
 
 
 @pytest.mark.parametrize("value", [0, 1, 128, 254, 255])
@@ -512,7 +612,6 @@ def test_cores_reject_inconsistent_arguments():
     # bounds when called directly with inconsistent arguments.
     stack = np.zeros((10, 6), dtype=np.uint8)
     out = np.zeros((8, 6), dtype=np.uint8)
-    rm_core = rm_module._rolling_median_core
     wm_core = wm_module._window_median_core
     with pytest.raises(ValueError, match="k must satisfy"):
         rm_core(stack, 11, 5, np.zeros((0, 6), np.uint8), 0, 6)

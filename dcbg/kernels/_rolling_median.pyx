@@ -2,15 +2,45 @@
 # cython: initializedcheck=False, embedsignature=True
 """Compiled core of :mod:`dcbg.kernels.rolling_median`
 
-A sliding 256-bin histogram per pixel; see the module docstring of
-:mod:`dcbg.kernels.rolling_median` for the algorithm. The public, checked
-entry points live there; this core trusts its arguments apart from a few
-O(1) sanity checks that keep a misuse from writing out of bounds.
+Two trackers of the rank value per pixel, both exact:
+
+- a band of counts around the rank value (``band_rank.h``, C): updated
+  with compares for a block of pixels at once, which the compiler
+  vectorises; about 3x faster than the histogram on noisy images. Needs
+  ``k <= 255`` (uint8 counts).
+- a 256-bin histogram per pixel (below): O(1) per pixel and frame for any
+  data and any ``k``. It takes over where the band tracker would have to
+  count windows again too often (fast drifts, random data).
+
+See the module docstring of :mod:`dcbg.kernels.rolling_median` for the
+algorithm. The public, checked entry points live there; this core trusts
+its arguments apart from a few O(1) sanity checks that keep a misuse from
+writing out of bounds.
 """
 
 from libc.stdint cimport INT32_MAX, int32_t, uint8_t
 from libc.stdlib cimport free, malloc
 from ._histogram cimport count_frames
+
+
+cdef extern from "band_rank.h" nogil:
+    enum:
+        BAND_PIXELS
+        BAND_MAX_K
+    ctypedef struct band_state:
+        pass
+    Py_ssize_t band_rolling_rank(
+        band_state* state,
+        const uint8_t* stack,
+        Py_ssize_t n_frames,
+        Py_ssize_t n_pixels,
+        Py_ssize_t k,
+        Py_ssize_t rank,
+        uint8_t* out,
+        Py_ssize_t pix_start,
+        Py_ssize_t nb,
+    )
+
 
 #: Number of pixels whose histograms are updated together while iterating
 #: over the frames; each block reads a contiguous run of ``BLOCK_SIZE``
@@ -23,6 +53,10 @@ cdef enum:
     _BLOCK_SIZE = 1024
 
 BLOCK_SIZE = _BLOCK_SIZE
+#: pixels per block of the band tracker
+BAND_BLOCK_SIZE = BAND_PIXELS
+#: largest kernel size handled by the band tracker
+BAND_MAX_KERNEL_SIZE = BAND_MAX_K
 
 
 def rolling_median_core(
@@ -32,6 +66,7 @@ def rolling_median_core(
     uint8_t[:, ::1] out,
     Py_ssize_t pix_start,
     Py_ssize_t pix_stop,
+    bint use_band=True,
 ):
     """Rolling rank filter for the pixels ``pix_start:pix_stop``
 
@@ -47,6 +82,15 @@ def rolling_median_core(
         only the columns ``pix_start:pix_stop`` are written
     pix_start, pix_stop: int
         pixel (column) range to process
+    use_band: bool
+        use the band tracker where it applies (``k <= 255``); False runs
+        the histogram tracker only (for tests and benchmarks)
+
+    Returns
+    -------
+    handed_over: int
+        number of pixel blocks the band tracker handed over to the
+        histogram tracker before the last frame (0 when it was not used)
 
     The GIL is released for the whole computation.
     """
@@ -69,23 +113,49 @@ def rolling_median_core(
             f"got ({pix_start}, {pix_stop})"
         )
     if pix_stop == pix_start:
-        return
+        return 0
     cdef Py_ssize_t block = min(<Py_ssize_t>_BLOCK_SIZE, pix_stop - pix_start)
     # int32 counts: uint16 was not measurably faster and would limit k.
     cdef int32_t* hist = <int32_t*>malloc(block * 256 * sizeof(int32_t))
     # Rank value and number of window elements strictly below it, per pixel.
     cdef Py_ssize_t* state = <Py_ssize_t*>malloc(2 * block * sizeof(Py_ssize_t))
-    if hist == NULL or state == NULL:
+    cdef band_state* band = NULL
+    cdef bint banded = use_band and k <= BAND_MAX_K
+    if banded:
+        band = <band_state*>malloc(sizeof(band_state))
+    if hist == NULL or state == NULL or (banded and band == NULL):
         free(hist)
         free(state)
+        free(band)
         raise MemoryError()
+    cdef Py_ssize_t n_out = n_frames - k + 1
+    cdef Py_ssize_t b0, nb, done
+    cdef Py_ssize_t handed_over = 0
     with nogil:
-        _rolling_median(
-            &stack[0, 0], n_frames, n_pixels, k, rank, &out[0, 0],
-            pix_start, pix_stop, block, hist, state, state + block,
-        )
+        if banded:
+            b0 = pix_start
+            while b0 < pix_stop:
+                nb = min(<Py_ssize_t>BAND_PIXELS, pix_stop - b0)
+                done = band_rolling_rank(
+                    band, &stack[0, 0], n_frames, n_pixels, k, rank, &out[0, 0], b0, nb
+                )
+                if done < n_out:
+                    handed_over += 1
+                    _rolling_median(
+                        &stack[0, 0] + done * n_pixels, n_frames - done, n_pixels,
+                        k, rank, &out[0, 0] + done * n_pixels, b0, b0 + nb,
+                        block, hist, state, state + block,
+                    )
+                b0 += nb
+        else:
+            _rolling_median(
+                &stack[0, 0], n_frames, n_pixels, k, rank, &out[0, 0],
+                pix_start, pix_stop, block, hist, state, state + block,
+            )
     free(hist)
     free(state)
+    free(band)
+    return handed_over
 
 
 cdef void _rolling_median(
