@@ -32,9 +32,10 @@ class BackgroundRollMed(Background):
            kernel_size`` frames into `shared_input`.
         2. Each batch is processed in blocks: while worker threads
            compute the rolling median of one block with a compiled
-           sliding-histogram kernel (O(1) per pixel and frame, GIL
-           released), an I/O thread reads the next block and writes
-           (compresses) the previous one.
+           kernel that tracks each pixel's median incrementally (see
+           :mod:`dcbg.kernels.rolling_median`; O(1) per pixel and frame
+           for noisy images, GIL released), an I/O thread reads the next
+           block and writes (compresses) the previous one.
         3. The medians land in `shared_output` and are written to the
            "image_bg" feature of the output file.
 
