@@ -101,6 +101,36 @@ def test_corrupt_chunk_raises(tmp_path, pool):
             stack.read(0, 20, pool=pool)
 
 
+@pytest.mark.parametrize("filters", list(FILTERS))
+def test_decode_into_buffer_equals_decode(tmp_path, filters):
+    rng = np.random.default_rng(2)
+    frames = rng.integers(0, 256, size=(20, 6, 7), dtype=np.uint8)
+    with h5py.File(tmp_path / "d.h5", "w") as h5:
+        ds = make_dataset(h5, "img", frames, 10, filters)
+        codec = ChunkCodec.for_dataset(ds)
+        mask, raw = ds.id.read_direct_chunk((10, 0, 0))
+    out = np.zeros((10, 42), dtype=np.uint8)
+    assert codec.decode(raw, mask, out=out) is out
+    np.testing.assert_array_equal(out.reshape(10, 6, 7), frames[10:])
+    np.testing.assert_array_equal(codec.decode(raw, mask), frames[10:].ravel())
+
+
+@pytest.mark.parametrize("filters", ["zstd", "zstd+fletcher32"])
+@pytest.mark.parametrize("frames_in_chunk", [9, 11])
+def test_decode_wrong_size_raises(tmp_path, filters, frames_in_chunk):
+    """A chunk that decodes to more or fewer bytes than a chunk holds"""
+    with h5py.File(tmp_path / "d.h5", "w") as h5:
+        ds = make_dataset(h5, "img", np.zeros((20, 6, 7), np.uint8), 10, filters)
+        codec = ChunkCodec.for_dataset(ds)
+        other = np.ones((frames_in_chunk, 6, 7), dtype=np.uint8)
+        codec_other = ChunkCodec.for_dataset(ds)
+        codec_other.chunk_bytes = other.size
+        raw = codec_other.encode(other)
+    for out in (None, np.zeros((10, 42), dtype=np.uint8)):
+        with pytest.raises(OSError, match=r"decodes to \d+ bytes, expected 420"):
+            codec.decode(raw, 0, out=out)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [

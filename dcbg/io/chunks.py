@@ -86,15 +86,22 @@ class ChunkCodec:
             return None
         return cls(dataset)
 
-    def decode(self, raw: bytes, filter_mask: int) -> np.ndarray:
-        """Undo the filter pipeline: raw chunk bytes to a flat uint8 array"""
+    def decode(self, raw: bytes, filter_mask: int, out=None) -> np.ndarray:
+        """Undo the filter pipeline: raw chunk bytes to a flat uint8 array
+
+        With `out` (a writable, C-contiguous uint8 array of the chunk's
+        size), the data are decompressed straight into it and `out` is
+        returned; this saves an allocation and a copy per chunk.
+        """
         data = memoryview(raw)
         # filters are undone in reverse order; a set mask bit means that
         # HDF5 skipped that filter for this chunk
-        for index in reversed(range(len(self.filters))):
-            if filter_mask & (1 << index):
-                continue
-            fid = self.filters[index][0]
+        steps = [
+            self.filters[index][0]
+            for index in reversed(range(len(self.filters)))
+            if not filter_mask & (1 << index)
+        ]
+        for step, fid in enumerate(steps):
             if fid == FLETCHER32_FILTER:
                 (stored,) = struct.unpack("<I", data[-4:])
                 data = data[:-4]
@@ -103,6 +110,9 @@ class ChunkCodec:
                         f"Fletcher-32 checksum mismatch in a chunk of '{self.name}'; "
                         f"the file is corrupt"
                     )
+            elif out is not None and step == len(steps) - 1:
+                self._decompress_into(data, out)
+                return out
             else:
                 data = memoryview(
                     self._decompressor().decompress(
@@ -110,22 +120,42 @@ class ChunkCodec:
                     )
                 )
         array = np.frombuffer(data, dtype=np.uint8)
-        if array.size != self.chunk_bytes:
+        self._check_size(array.size)
+        if out is not None:
+            out.reshape(-1)[:] = array
+            return out
+        return array
+
+    def _decompress_into(self, data, out):
+        target = memoryview(out).cast("B")
+        size = 0
+        with self._decompressor().stream_reader(data) as reader:
+            while size < len(target):
+                count = reader.readinto(target[size:])
+                if not count:
+                    break
+                size += count
+            # a chunk that decodes to more bytes than expected is corrupt too
+            if size == len(target) and reader.read(1):
+                size += 1
+        self._check_size(size)
+
+    def _check_size(self, size):
+        if size != self.chunk_bytes:
             raise OSError(
-                f"A chunk of '{self.name}' decodes to {array.size} bytes, "
+                f"A chunk of '{self.name}' decodes to {size} bytes, "
                 f"expected {self.chunk_bytes}"
             )
-        return array
 
     def encode(self, chunk: np.ndarray) -> bytes:
         """Run the filter pipeline on one whole chunk"""
-        data = np.ascontiguousarray(chunk, dtype=np.uint8).tobytes()
+        data = memoryview(np.ascontiguousarray(chunk, dtype=np.uint8)).cast("B")
         for fid, _ in self.filters:
             if fid == FLETCHER32_FILTER:
-                data += struct.pack("<I", fletcher32(data))
+                data = bytes(data) + struct.pack("<I", fletcher32(data))
             else:
                 data = self._compressor().compress(data)
-        return data
+        return bytes(data)
 
 
 def _get_filters(dataset) -> list[tuple[int, tuple]]:
@@ -137,19 +167,24 @@ def _get_filters(dataset) -> list[tuple[int, tuple]]:
     return filters
 
 
-def _decode_chunks(dataset, codec: ChunkCodec, start, stop, pool, job, *args):
+def _decode_chunks(
+    dataset, codec: ChunkCodec, start, stop, pool, job, *args, into=None
+):
     """Run ``job(frames, lo, hi, *args)`` for every chunk of ``start:stop``
 
     Raw chunks are fetched in this thread (HDF5 calls are serialised
     anyway); decoding and `job` run on the worker threads of `pool`, which
     get ``frames`` (the chunk's frames as (frames, pixels)) and the frame
-    range ``lo:hi`` of the chunk that lies inside ``start:stop``.
+    range ``lo:hi`` of the chunk that lies inside ``start:stop``. Chunks
+    that lie wholly inside are instead decoded straight into
+    ``into(lo, hi)`` if `into` is given.
     """
     size = codec.chunk_frames
     jobs = []
     for c0 in range(start // size * size, stop, size):
         filter_mask, raw = dataset.id.read_direct_chunk((c0, 0, 0))
         lo, hi = max(c0, start), min(c0 + size, stop)
+        target = into(lo, hi) if into is not None and hi - lo == size else None
         jobs.append(
             pool.submit(
                 _decode_and_run,
@@ -157,6 +192,7 @@ def _decode_chunks(dataset, codec: ChunkCodec, start, stop, pool, job, *args):
                 raw,
                 filter_mask,
                 slice(lo - c0, hi - c0),
+                target,
                 job,
                 (lo, hi, *args),
                 priority=pool.URGENT,
@@ -165,7 +201,10 @@ def _decode_chunks(dataset, codec: ChunkCodec, start, stop, pool, job, *args):
     wait_all(jobs)
 
 
-def _decode_and_run(codec, raw, filter_mask, rows, job, args):
+def _decode_and_run(codec, raw, filter_mask, rows, target, job, args):
+    if target is not None:
+        codec.decode(raw, filter_mask, out=target)
+        return
     frames = codec.decode(raw, filter_mask).reshape(codec.chunk_frames, -1)
     job(frames[rows], *args)
 
@@ -176,7 +215,11 @@ def read_frames(dataset, codec: ChunkCodec, start, stop, out2d, pool):
     def copy(frames, lo, hi):
         out2d[lo - start : hi - start] = frames
 
-    _decode_chunks(dataset, codec, start, stop, pool, copy)
+    def rows(lo, hi):
+        return out2d[lo - start : hi - start]
+
+    into = rows if out2d.flags.c_contiguous and out2d.flags.writeable else None
+    _decode_chunks(dataset, codec, start, stop, pool, copy, into=into)
 
 
 def sum_top_rows(dataset, codec: ChunkCodec, start, stop, rows, pool) -> np.ndarray:

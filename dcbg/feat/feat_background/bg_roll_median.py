@@ -6,6 +6,7 @@ import numpy as np
 
 from ...io.chunks import ChunkCodec, write_frames
 from ...kernels import rolling_median_pixels
+from ...kernels.rolling_median import BAND_BLOCK_SIZE
 from ...workers import wait_all
 from .base import Background, check_positive_int
 
@@ -163,13 +164,16 @@ class BackgroundRollMed(Background):
 
         Several ranges per thread keep the jobs short, so that chunk
         (de)compression jobs, which have priority, never wait long.
+        Ranges start at multiples of the kernel's pixel block size.
         """
         npix = self.shared_input.shape[1]
-        parts = min(4 * self.num_cpus, npix)
-        bounds = np.linspace(0, npix, parts + 1).astype(int)
+        blocks = -(-npix // BAND_BLOCK_SIZE)
+        parts = min(4 * self.num_cpus, blocks)
+        bounds = np.linspace(0, blocks, parts + 1).astype(int) * BAND_BLOCK_SIZE
         for p0, p1 in zip(bounds[:-1], bounds[1:], strict=True):
+            p1 = min(int(p1), npix)
             if p1 > p0:
-                yield slice(int(p0), int(p1))
+                yield slice(int(p0), p1)
 
     def _output_dataset(self):
         if self._dataset is None:
