@@ -27,7 +27,7 @@ from .main import (
     resolve_method,
     show_warning,
 )
-from .options import collect_method_kwargs, make_click_option
+from .options import collect_method_kwargs, make_click_option, method_options
 
 #: flags of ``dcbg batch`` that method keyword arguments must not take
 BATCH_FLAGS = (
@@ -145,19 +145,7 @@ def make_batch_command(methods: dict | None = None) -> click.Command:
         help="Output folder (created if missing); outputs are named "
         "<input stem>_bg.rtdc.",
     )
-    @click.option(
-        "--ppid",
-        "ppid_text",
-        metavar="PPID",
-        help="Method and keyword arguments as a (possibly abbreviated) "
-        "pipeline identifier, e.g. 'rollmed:k=50'.",
-    )
-    @click.option(
-        "--method",
-        type=click.Choice(sorted(methods)),
-        help="Background method; its keyword arguments are the options below "
-        "(see 'dcbg methods').",
-    )
+    @method_options(methods)
     @click.option(
         "--scheduler",
         metavar="ADDRESS",
@@ -174,12 +162,6 @@ def make_batch_command(methods: dict | None = None) -> click.Command:
         "--threads-per-worker",
         type=click.IntRange(min=1),
         help="Threads per worker of the local cluster. Default: CPUs / workers.",
-    )
-    @click.option(
-        "--compress/--no-compress",
-        default=True,
-        show_default=True,
-        help="Compress the background data (Zstandard); off is faster.",
     )
     @click.option(
         "--force",

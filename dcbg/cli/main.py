@@ -31,6 +31,7 @@ from .options import (
     format_default,
     get_method_description,
     make_click_option,
+    method_options,
     parse_parameter_docs,
 )
 
@@ -461,26 +462,7 @@ def make_compute_command(methods: dict | None = None) -> click.Command:
         help="Output .rtdc file. Default: <input stem>_bg.rtdc beside INPUT. "
         "May be INPUT itself (with --force) to write into the input file.",
     )
-    @click.option(
-        "--ppid",
-        "ppid_text",
-        metavar="PPID",
-        help="Method and keyword arguments as a (possibly abbreviated) "
-        "pipeline identifier, e.g. 'rollmed:k=50' or "
-        "'sparsemed:k=200^s=1^t=0^f=0.8^o=1'.",
-    )
-    @click.option(
-        "--method",
-        type=click.Choice(sorted(methods)),
-        help="Background method; its keyword arguments are the options below "
-        "(see 'dcbg methods').",
-    )
-    @click.option(
-        "--compress/--no-compress",
-        default=True,
-        show_default=True,
-        help="Compress the background data (Zstandard); off is faster.",
-    )
+    @method_options(methods)
     @click.option(
         "--num-cpus",
         type=click.IntRange(min=1),

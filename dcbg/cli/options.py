@@ -208,6 +208,43 @@ def collect_method_kwargs(
     return collected
 
 
+def method_options(methods: dict):
+    """Decorator: the ``--ppid``, ``--method`` and ``--compress`` options
+
+    Shared by ``dcbg compute`` and ``dcbg batch``; their values arrive as
+    ``ppid_text``, ``method`` and ``compress``.
+    """
+    options = [
+        click.option(
+            "--ppid",
+            "ppid_text",
+            metavar="PPID",
+            help="Method and keyword arguments as a (possibly abbreviated) "
+            "pipeline identifier, e.g. 'rollmed:k=50' or "
+            "'sparsemed:k=200^s=1^t=0^f=0.8^o=1'.",
+        ),
+        click.option(
+            "--method",
+            type=click.Choice(sorted(methods)),
+            help="Background method; its keyword arguments are the options "
+            "below (see 'dcbg methods').",
+        ),
+        click.option(
+            "--compress/--no-compress",
+            default=True,
+            show_default=True,
+            help="Compress the background data (Zstandard); off is faster.",
+        ),
+    ]
+
+    def decorate(func):
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
 def make_click_option(kwarg: MethodKwarg) -> click.Option:
     """The click option for one keyword argument (default: not given)"""
     if kwarg.is_flag:
