@@ -3,11 +3,15 @@
 Usage::
 
     python benchmarks/bench_kernels.py [--frames 10000] [--repeats 5]
+    python benchmarks/bench_kernels.py --data drift --threads 1
 
 For the rolling median, the histogram tracker alone is timed as well
-(``kernel_size <= 255`` uses the faster band tracker). The stack imitates
-RT-DC data: a static 80 x 320 background image plus
-Gaussian noise (sigma 4 grey levels) and 5 % darker "cell" pixels.
+(``kernel_size <= 255`` uses the faster band tracker). The default stack
+(``--data rtdc``) imitates RT-DC data: a static 80 x 320 background image
+plus Gaussian noise (sigma 4 grey levels) and 5 % darker "cell" pixels.
+Data that are hard for the band tracker: ``uniform`` (random grey
+values), ``drift`` (the whole image brightens by 0.5 grey levels per
+frame, with noise) and ``binary`` (random 0 or 255).
 Reported times are medians over the repeats (the best repeat in
 brackets, useful on a shared machine); the first (warm-up) call is
 excluded. The kernels are compiled ahead of time (Cython), so that call
@@ -25,22 +29,33 @@ import numpy as np
 from dcbg.kernels import rolling_median, window_median
 from dcbg.kernels.checksum import fletcher32
 
+rm_module = importlib.import_module("dcbg.kernels.rolling_median")
 # compiled core: (stack, k, rank, out, pix_start, pix_stop, use_band)
-rolling_median_core = importlib.import_module(
-    "dcbg.kernels.rolling_median"
-)._rolling_median_core
+rolling_median_core = rm_module._rolling_median_core
 
 
-def make_stack(n_frames, height=80, width=320, seed=42):
+def make_stack(n_frames, height=80, width=320, seed=42, data="rtdc"):
     rng = np.random.default_rng(seed)
+    n_pixels = height * width
     bg = rng.integers(40, 220, (height, width)).astype(np.float32)
-    stack = np.empty((n_frames, height * width), dtype=np.uint8)
+    stack = np.empty((n_frames, n_pixels), dtype=np.uint8)
     # in chunks to keep float32 temporaries small
     for start in range(0, n_frames, 500):
         stop = min(start + 500, n_frames)
-        noise = rng.normal(0, 4, (stop - start, height * width)).astype(np.float32)
-        frames = bg.reshape(1, -1) + noise
-        frames[rng.random(frames.shape) < 0.05] -= 60
+        shape = (stop - start, n_pixels)
+        if data == "uniform":
+            stack[start:stop] = rng.integers(0, 256, shape, dtype=np.uint8)
+            continue
+        if data == "binary":
+            stack[start:stop] = rng.integers(0, 2, shape, dtype=np.uint8) * 255
+            continue
+        frames = bg.reshape(1, -1) + rng.normal(0, 4, shape).astype(np.float32)
+        if data == "drift":
+            # sweeps the grey levels up and down, 0.5 per frame
+            level = np.arange(start, stop, dtype=np.float32) * 0.5 % 200
+            frames = level[:, None] + 0.3 * frames
+        else:
+            frames[rng.random(shape) < 0.05] -= 60
         np.clip(frames, 0, 255, out=frames)
         stack[start:stop] = frames
     return stack
@@ -64,6 +79,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument(
+        "--data", choices=["rtdc", "uniform", "drift", "binary"], default="rtdc"
+    )
+    parser.add_argument(
         "--checksum-bytes",
         type=int,
         default=600_000,
@@ -71,11 +89,11 @@ def main():
     )
     args = parser.parse_args()
 
-    stack = make_stack(args.frames)
+    stack = make_stack(args.frames, data=args.data)
     n_frames, n_pixels = stack.shape
     k = args.kernel_size
     print(
-        f"stack {n_frames} x {n_pixels} uint8 (80x320 frames), "
+        f"{args.data} stack {n_frames} x {n_pixels} uint8 (80x320 frames), "
         f"{os.cpu_count()} CPUs, median of {args.repeats} repeats"
     )
 
@@ -101,6 +119,12 @@ def main():
     t, best = median_time(
         lambda: rolling_median_core(stack, k, k // 2, out, 0, n_pixels, False),
         args.repeats,
+    )
+    handed_over = rolling_median_core(stack, k, k // 2, out, 0, n_pixels, True)
+    n_blocks = -(-n_pixels // rm_module.BAND_BLOCK_SIZE)
+    print(
+        f"  band tracker handed {handed_over} of {n_blocks} pixel blocks "
+        f"to the histogram tracker"
     )
     print(
         f"  histogram tracker only, 1 thread: {t:6.3f} s ({best:.3f})  "
