@@ -35,6 +35,8 @@ if importlib.util.find_spec("dcbg") is None:
     # allow running from a source checkout without installing dcbg
     sys.path.insert(0, str(ROOT))
 
+from make_dataset import parse_shape  # noqa: E402 (sibling script)
+
 DATA_DIR = ROOT / "benchmarks" / "_data"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 
@@ -210,14 +212,6 @@ def parse_value(text: str):
         return json.loads(text)
     except json.JSONDecodeError:
         return text
-
-
-def parse_shape(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"invalid shape {text!r}") from exc
-    return height, width
 
 
 def get_parser() -> argparse.ArgumentParser:

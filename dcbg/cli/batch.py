@@ -9,10 +9,8 @@ did (or the cluster could not be reached), 2 for usage errors.
 from __future__ import annotations
 
 import pathlib
-import signal
 import sys
 import time
-import warnings
 
 import click
 
@@ -20,12 +18,10 @@ from ..cluster import FileResult, process_many
 from ..feat.feat_background import get_available_background_methods
 from .main import (
     CONTEXT_SETTINGS,
-    Interrupted,
-    StopOnSignals,
+    command_guard,
     configure_logging,
-    errors_as_messages,
+    progress_style,
     resolve_method,
-    show_warning,
 )
 from .options import collect_method_kwargs, make_click_option, method_options
 
@@ -216,20 +212,13 @@ def make_batch_command(methods: dict | None = None) -> click.Command:
                 ctx,
             )
         configure_logging(debug)
-        if quiet:
-            style = "none"
-        elif sys.stderr.isatty():
-            style = "bar"
-        else:
-            style = "lines"
         start = time.perf_counter()
-        progress = FileProgress(len(input_paths), style)
-        with (
-            errors_as_messages(debug),
-            warnings.catch_warnings(),
-            StopOnSignals() as stop,
+        progress = FileProgress(len(input_paths), progress_style(quiet))
+        with command_guard(
+            debug,
+            "Interrupted; unfinished files were discarded (run the same "
+            "command again to resume)",
         ):
-            warnings.showwarning = show_warning
             try:
                 results = process_many(
                     input_paths,
@@ -242,12 +231,6 @@ def make_batch_command(methods: dict | None = None) -> click.Command:
                     threads_per_worker=threads_per_worker,
                     progress=progress,
                 )
-            except KeyboardInterrupt:
-                raise Interrupted(
-                    "Interrupted; unfinished files were discarded (run the same "
-                    "command again to resume)",
-                    signum=stop.signum or signal.SIGINT,
-                ) from None
             finally:
                 progress.close()
         seconds = time.perf_counter() - start

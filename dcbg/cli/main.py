@@ -154,6 +154,34 @@ class StopOnSignals:
         self._previous.clear()
 
 
+@contextlib.contextmanager
+def command_guard(debug: bool, interrupted: str):
+    """The run of a command: errors as messages, Ctrl-C as `Interrupted`
+
+    Errors become one-line messages (tracebacks with `debug`), warnings
+    are shown one line each, and SIGINT/SIGTERM stop the work and exit
+    with `Interrupted` carrying the message `interrupted`.
+    """
+    with (
+        errors_as_messages(debug),
+        warnings.catch_warnings(),
+        StopOnSignals() as stop,
+    ):
+        warnings.showwarning = show_warning
+        try:
+            yield
+        except KeyboardInterrupt:
+            signum = stop.signum or signal.SIGINT
+            raise Interrupted(interrupted, signum=signum) from None
+
+
+def progress_style(quiet: bool) -> str:
+    """How to show progress: none (--quiet), a bar on a terminal, else lines"""
+    if quiet:
+        return "none"
+    return "bar" if sys.stderr.isatty() else "lines"
+
+
 class ProgressDisplay:
     """Show a background computation's progress on stderr while it runs
 
@@ -509,34 +537,20 @@ def make_compute_command(methods: dict | None = None) -> click.Command:
             ctx, methods, method_kwargs, ppid_text, method, option_values
         )
         configure_logging(debug)
-        if quiet:
-            style = "none"
-        elif sys.stderr.isatty():
-            style = "bar"
-        else:
-            style = "lines"
-        with (
-            errors_as_messages(debug),
-            warnings.catch_warnings(),
-            StopOnSignals() as stop,
+        with command_guard(
+            debug,
+            "Interrupted; the computation was stopped and its output discarded",
         ):
-            warnings.showwarning = show_warning
-            try:
-                summary = run_compute(
-                    cls,
-                    kwargs,
-                    input_path=input_path,
-                    output_path=output_path,
-                    compress=compress,
-                    num_cpus=num_cpus,
-                    force=force,
-                    progress_style=style,
-                )
-            except KeyboardInterrupt:
-                raise Interrupted(
-                    "Interrupted; the computation was stopped and its output discarded",
-                    signum=stop.signum or signal.SIGINT,
-                ) from None
+            summary = run_compute(
+                cls,
+                kwargs,
+                input_path=input_path,
+                output_path=output_path,
+                compress=compress,
+                num_cpus=num_cpus,
+                force=force,
+                progress_style=progress_style(quiet),
+            )
         click.echo(summary)
 
     for kwarg in method_kwargs.values():
