@@ -30,7 +30,6 @@ import logging
 import numbers
 import os
 import pathlib
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -40,7 +39,6 @@ import h5py
 
 from .feat.feat_background import Background, get_available_background_methods
 from .feat.feat_background.base import cpu_count
-from .io.rtdc import check_replaceable, replacing
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +221,6 @@ def process_file(
     input_path = pathlib.Path(input_path)
     output_path = pathlib.Path(output_path)
     result = FileResult(input_path, output_path, str(ppid), "failed")
-    stale = {}
     t0 = time.perf_counter()
     try:
         cls, kwargs = _method_from_ppid(ppid)
@@ -232,12 +229,8 @@ def process_file(
         if replace and not force:
             _check_existing_output(output_path, result)
             return result
-        if replace:
-            check_replaceable(output_path)
-        # partials present before this attempt started are not ours
-        stale = _find_partials(output_path)
         result.frames = _compute(
-            cls, kwargs, input_path, output_path, compress, num_cpus, replace
+            cls, kwargs, input_path, output_path, compress, num_cpus
         )
         result.seconds = time.perf_counter() - t0
         result.status = "done"
@@ -245,8 +238,6 @@ def process_file(
         result.error = describe_error(exc)
         if not isinstance(exc, _CLEAR_ERRORS):
             logger.exception(f"Background of '{input_path}' failed")
-    finally:
-        _remove_stale_partials(stale)
     return result
 
 
@@ -273,53 +264,18 @@ def _check_existing_output(output_path: pathlib.Path, result: FileResult):
     result.frames = frames
 
 
-def _compute(cls, kwargs, input_path, output_path, compress, num_cpus, replace):
-    """Run the background method; returns the number of frames"""
-    replacement = (
-        replacing(output_path) if replace else contextlib.nullcontext(output_path)
-    )
-    with replacement as target:
-        with cls(
-            input_path, target, compress=compress, num_cpus=num_cpus, **kwargs
-        ) as bg:
-            bg.process()
-            return bg.image_count
+def _compute(cls, kwargs, input_path, output_path, compress, num_cpus):
+    """Run the background method; returns the number of frames
 
-
-def _partial_pattern(output_path: pathlib.Path) -> re.Pattern:
-    """Names of the temporary files an attempt at `output_path` may leave"""
-    name = re.escape(output_path.name)
-    return re.compile(
-        rf"\.{name}\.[0-9a-f]+\.dcbg-(partial|replace)"
-        rf"|\.\.{name}\.[0-9a-f]+\.dcbg-replace\.[0-9a-f]+\.dcbg-partial"
-    )
-
-
-def _find_partials(output_path: pathlib.Path) -> dict[pathlib.Path, tuple]:
-    """Temporary files of `output_path` -> (size, mtime) right now"""
-    pattern = _partial_pattern(output_path)
-    found = {}
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(output_path.parent):
-            if pattern.fullmatch(entry.name):
-                with contextlib.suppress(OSError):
-                    st = entry.stat(follow_symlinks=False)
-                    found[pathlib.Path(entry.path)] = (st.st_size, st.st_mtime_ns)
-    return found
-
-
-def _remove_stale_partials(stale: dict[pathlib.Path, tuple]):
-    """Remove partial files left by dead attempts
-
-    A file counts as stale if it existed before this attempt started and
-    has not changed since (a live writer would have changed it).
+    The API writes the output as a transaction (an existing output keeps
+    all but its background until the new one is complete) and removes
+    the temporary files of killed earlier attempts.
     """
-    for path, stamp in stale.items():
-        with contextlib.suppress(OSError):
-            st = path.stat(follow_symlinks=False)
-            if (st.st_size, st.st_mtime_ns) == stamp:
-                path.unlink()
-                logger.info(f"Removed stale partial output '{path}'")
+    with cls(
+        input_path, output_path, compress=compress, num_cpus=num_cpus, **kwargs
+    ) as bg:
+        bg.process()
+        return bg.image_count
 
 
 def describe_error(exc: BaseException) -> str:

@@ -62,6 +62,10 @@ class WorkerPool:
         self.queue = queue.PriorityQueue()
         self._sequence = itertools.count()
         self.counter = Counter()
+        # guards `_stopped` together with the queue, so that no job is
+        # queued after the stop signals (it would wait forever)
+        self._state = threading.Lock()
+        self._stopped = False
         self.workers = [
             threading.Thread(target=self._work, name=f"{name}-{ii}", daemon=True)
             for ii in range(num_threads)
@@ -83,9 +87,18 @@ class WorkerPool:
             self.counter.increment()
 
     def submit(self, func, *args, priority: int = NORMAL) -> Future:
-        """Run ``func(*args)`` on a worker thread"""
+        """Run ``func(*args)`` on a worker thread
+
+        After :meth:`stop`, the returned future is cancelled at once, so
+        that a thread waiting for it (e.g. the I/O thread waiting for
+        chunk decompression) ends instead of waiting forever.
+        """
         future = Future()
-        self.queue.put((priority, next(self._sequence), (future, func, args)))
+        with self._state:
+            if self._stopped:
+                future.cancel()
+            else:
+                self.queue.put((priority, next(self._sequence), (future, func, args)))
         return future
 
     def run_all(self, func, args_list) -> list:
@@ -97,20 +110,49 @@ class WorkerPool:
         futures = [self.submit(func, *args) for args in args_list]
         return wait_all(futures)
 
-    def close(self):
-        """Cancel pending jobs and stop the threads (waits for running jobs)"""
-        while True:
-            try:
-                _, _, job = self.queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None:
-                job[0].cancel()
-        for _ in self.workers:
-            self.queue.put((self._STOP, next(self._sequence), None))
+    def stop(self):
+        """Cancel pending jobs, refuse new ones, tell the threads to end
+
+        Returns at once; running jobs finish (see :meth:`join`).
+        """
+        with self._state:
+            if self._stopped:
+                return
+            self._stopped = True
+            while True:
+                try:
+                    _, _, job = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    job[0].cancel()
+            for _ in self.workers:
+                self.queue.put((self._STOP, next(self._sequence), None))
+
+    def join(self):
+        """Wait until the threads have ended (after :meth:`stop`)"""
         for worker in self.workers:
             if worker is not threading.current_thread():
                 worker.join()
+
+    def close(self):
+        """Cancel pending jobs and stop the threads (waits for running jobs)"""
+        self.stop()
+        self.join()
+
+
+def close_pools(*pools: WorkerPool | None):
+    """Stop several pools that feed each other, without deadlock
+
+    All pools stop taking jobs before any is joined: a thread of one
+    pool that waits for a job of another then sees it cancelled instead
+    of waiting for a thread that has already ended.
+    """
+    pools = [pool for pool in pools if pool is not None]
+    for pool in pools:
+        pool.stop()
+    for pool in pools:
+        pool.join()
 
 
 def wait_all(futures: list[Future]) -> list:

@@ -420,11 +420,10 @@ def test_failed_run_leaves_nothing(cytoshot, tmp_path, monkeypatch, exc, cls):
     assert file_hash(cytoshot) == before
 
 
-def test_failed_in_place_run_removes_partial_data(cytoshot, monkeypatch):
+def test_failed_in_place_run_keeps_the_file_exactly(cytoshot, monkeypatch):
     import dcbg.io.images
 
-    with h5py.File(cytoshot) as h5:
-        names_before = sorted(h5["events"])
+    before = file_hash(cytoshot)
 
     def fail(*args, **kw):
         raise KeyboardInterrupt
@@ -433,10 +432,10 @@ def test_failed_in_place_run_removes_partial_data(cytoshot, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         with BackgroundRollMed(cytoshot, cytoshot, kernel_size=4) as bg:
             bg.process()
-    with h5py.File(cytoshot) as h5:
-        names_after = sorted(h5["events"])
-    # the old background is removed first (as dcnum does), nothing new stays
-    assert set(names_after) == set(names_before) - {"image_bg", "bg_off"}
+    # the previous background (and everything else) is untouched, and
+    # no staged or lock file is left
+    assert file_hash(cytoshot) == before
+    assert leftovers(cytoshot.parent, {cytoshot.name}) == []
 
 
 def test_uncommitted_object_cleans_up(cytoshot, tmp_path):

@@ -206,6 +206,12 @@ def test_process_file_foreign_outputs(measurements, tmp_path):
     result = process_file(inp, out, SPARSE_PPID)
     assert result.status == "failed"
     assert "not a readable .rtdc file" in result.error and "force" in result.error
+    # forcing writes only background features, which a file that is not
+    # HDF5 cannot take; it is left as it is
+    result = process_file(inp, out, SPARSE_PPID, force=True)
+    assert result.status == "failed" and "not a readable HDF5 file" in result.error
+    assert out.read_text() == "junk"
+    out.unlink()
     assert process_file(inp, out, SPARSE_PPID, force=True).status == "done"
 
     # an HDF5 file without a dcbg background (e.g. a raw measurement)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import pathlib
 import re
 import signal
@@ -24,7 +25,8 @@ import click
 from .. import ppid
 from .._version import __version__
 from ..feat.feat_background import Background, get_available_background_methods
-from ..io.rtdc import check_input_path, check_output_dir, replacing, same_file
+from ..io.rtdc import check_input_path, check_output_dir, same_file
+from ..io.transaction import STOP_SIGNALS
 from .options import (
     MethodKwarg,
     collect_method_kwargs,
@@ -119,9 +121,10 @@ def show_warning(message, category, filename, lineno, file=None, line=None):
 class StopOnSignals:
     """Turn the first SIGINT or SIGTERM into a KeyboardInterrupt
 
-    Repeated signals are ignored until the context exits, so that a
-    second Ctrl-C cannot interrupt the clean-up (stopping the worker
-    threads, removing the temporary output) that the first one started.
+    The first signal starts a clean stop (worker threads end, the staged
+    output is removed, the output path stays as it was). A second signal
+    ends the process at once, as a second Ctrl-C should; what it leaves
+    (a hidden staged file) is removed by the next run for that output.
 
     Attributes
     ----------
@@ -129,16 +132,17 @@ class StopOnSignals:
         The signal received, if any
     """
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = STOP_SIGNALS
 
     def __init__(self):
         self.signum = None
         self._previous = {}
 
     def _handle(self, signum, frame):
+        if self.signum is not None:
+            os.write(2, b"Stopped at once (second interrupt)\n")
+            os._exit(128 + int(signum))
         self.signum = signum
-        for sig in self.SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     def __enter__(self):
@@ -170,9 +174,11 @@ def command_guard(debug: bool, interrupted: str):
         warnings.showwarning = show_warning
         try:
             yield
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             signum = stop.signum or signal.SIGINT
-            raise Interrupted(interrupted, signum=signum) from None
+            # the work may say more exactly what was kept
+            message = exc.args[0] if exc.args else interrupted
+            raise Interrupted(message, signum=signum) from None
 
 
 def progress_style(quiet: bool) -> str:
@@ -382,19 +388,21 @@ def run_compute(
 ) -> str:
     """Compute the background and return the summary line
 
-    A new output is written by the API to a temporary sibling that is
-    moved into place on success. An existing output (``--force``) is
-    replaced by a fresh file the same way: the API computes into another
-    temporary path of the same folder, which then replaces the old
-    output, so the old output stays intact until the new one is complete.
+    The API writes every output as a transaction (a staged file moved
+    into place when complete). An existing output, or the input itself,
+    is only updated with ``force``: then its background features are
+    replaced and everything else it holds is kept, as the API does.
+
+    Raises
+    ------
+    KeyboardInterrupt
+        With a message that says what happened to the output
     """
     start = time.perf_counter()
     check_input_path(input_path)
     if output_path is None:
         output_path = default_output_path(input_path)
-    in_place = same_file(input_path, output_path)
-    replacement = contextlib.nullcontext(output_path)
-    if in_place:
+    if same_file(input_path, output_path):
         if not force:
             raise FileExistsError(
                 f"Output file '{output_path}' is the input file; use --force to "
@@ -402,22 +410,28 @@ def run_compute(
             )
     else:
         check_output_dir(output_path)
-        if output_path.exists():
-            if not force:
-                raise FileExistsError(
-                    f"Output file '{output_path}' already exists; use --force "
-                    f"to replace it"
-                )
-            replacement = replacing(output_path)
+        if output_path.exists() and not force:
+            raise FileExistsError(
+                f"Output file '{output_path}' already exists; use --force to replace it"
+            )
 
-    with replacement as target:
+    bg = None
+    try:
         with cls(
-            input_path, target, compress=compress, num_cpus=num_cpus, **kwargs
+            input_path, output_path, compress=compress, num_cpus=num_cpus, **kwargs
         ) as bg:
             with ProgressDisplay(bg.get_progress, bg.image_count, progress_style):
                 bg.process()
             bg_ppid = bg.get_ppid()
             frames = bg.image_count
+    except KeyboardInterrupt:
+        if bg is not None and bg.committed:
+            message = f"Interrupted after '{output_path}' was complete; it was kept"
+        else:
+            message = (
+                "Interrupted; the computation was stopped and its output discarded"
+            )
+        raise KeyboardInterrupt(message) from None
     seconds = time.perf_counter() - start
     rate = frames / seconds if seconds > 0 else float("inf")
     return (

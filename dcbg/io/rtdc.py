@@ -8,12 +8,12 @@ methods only see :class:`InputMeasurement` and :class:`OutputFile`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import pathlib
 import shutil
 import time
-import uuid
 import weakref
 
 import dclab
@@ -26,6 +26,14 @@ from dclab.util import hashobj
 
 from .._version import __version__
 from .images import ImageStack
+from .transaction import (
+    WriterLock,
+    file_identity,
+    move_into_place,
+    remove_temporary_files,
+    signals_deferred,
+    staged_path,
+)
 
 #: features written by background computation
 BACKGROUND_FEATURES = ("image_bg", "bg_off")
@@ -151,14 +159,18 @@ class InputMeasurement:
 
 
 class OutputFile:
-    """The output .rtdc file of a background computation
+    """The output .rtdc file of a background computation, as a transaction
 
-    A new output is written to a hidden temporary sibling of `path` and
-    moved into place by :meth:`commit`; :meth:`discard` (also called when
-    the object is garbage-collected uncommitted) removes it, so that an
-    interrupted run never leaves a half-written file at `path`. If
-    `path` is the input file, the data are written into the input file
-    and :meth:`discard` removes what was written.
+    Everything is written to a staged hidden sibling of the output (see
+    :mod:`dcbg.io.transaction`): a new output starts as a file that
+    references the input as a basin; an existing output, also the input
+    file itself (in place), starts as a copy of that file without its
+    background features. :meth:`commit` moves the complete staged file
+    over the output path in one step; :meth:`discard` (also called when
+    the object is garbage-collected uncommitted) removes it. The output
+    path thus holds the previous file or the new one, never a mixture,
+    whatever happens to the process. A :class:`~dcbg.io.transaction.WriterLock`
+    keeps other dcbg processes from writing the same output meanwhile.
 
     Parameters
     ----------
@@ -169,6 +181,17 @@ class OutputFile:
         and carries its metadata, logs, tables and basins.
     compress: bool
         Compress the written features with Zstandard
+    event_count: int or None
+        Number of events the background is computed for; an existing
+        output that holds another number of events is refused (its
+        background would not fit its events)
+
+    Raises
+    ------
+    OutputLockedError
+        If another process is writing the same output
+    ValueError
+        If an existing output holds another number of events
     """
 
     def __init__(
@@ -176,6 +199,7 @@ class OutputFile:
         path: pathlib.Path,
         measurement: InputMeasurement | None = None,
         compress: bool = True,
+        event_count: int | None = None,
     ):
         self.path = pathlib.Path(path)
         self.compress = compress
@@ -183,33 +207,45 @@ class OutputFile:
         self.in_place = measurement is not None and same_file(
             measurement.path, self.path
         )
+        #: whether the staged file has been moved to the output path
         self.committed = False
-        self._created = []
-        if self.in_place:
-            self.temp_path = None
-            self.h5 = measurement.h5
-        else:
-            check_output_dir(self.path)
-            self.temp_path = self.path.with_name(
-                f".{self.path.name}.{uuid.uuid4().hex[:8]}.dcbg-partial"
-            )
-            self._finalizer = weakref.finalize(self, _remove_file, self.temp_path)
-            try:
-                if self.path.exists():
-                    # Keep what the existing output holds, replace only
-                    # the background features (as the spec's process() does).
-                    shutil.copy2(self.path, self.temp_path)
-                    self.h5 = h5py.File(self.temp_path, "a", locking=False)
+        #: whether background data were written (see :meth:`mark_started`)
+        self.started = False
+        self.h5 = None
+        self.writer = None
+        check_output_dir(self.path)
+        # An existing output may be a symbolic link: the file it points
+        # to is what gets replaced.
+        self.target = pathlib.Path(os.path.realpath(self.path))
+        self._lock = WriterLock(self.target)
+        self._lock.acquire()
+        self.staged_path = staged_path(self.target)
+        self._finalizer = weakref.finalize(self, _abandon, self.staged_path, self._lock)
+        try:
+            # we hold the lock: staged files of this output are leftovers
+            # of killed runs
+            remove_temporary_files(self.target)
+            self._expected = file_identity(self.target)
+            with write_errors_named(self.path):
+                if self._expected is not None:
+                    if not self.in_place:
+                        check_fits_output(self.path, event_count)
+                    # Keep what the existing file holds, replace only the
+                    # background features (as the spec's process() does).
+                    shutil.copy2(self.target, self.staged_path)
+                    self.h5 = h5py.File(self.staged_path, "a", locking=False)
+                    self.remove_background_features()
                 else:
-                    self.h5 = h5py.File(self.temp_path, "w", locking=False)
+                    self.h5 = h5py.File(self.staged_path, "w", locking=False)
                     if measurement is not None:
                         self._init_from_input(measurement)
-            except BaseException:
-                self.discard()
-                raise
-        self.writer = dclab.RTDCWriter(
-            self.h5, mode="append", compression_kwargs=self.compression_kwargs
-        )
+                self.writer = dclab.RTDCWriter(
+                    self.h5, mode="append", compression_kwargs=self.compression_kwargs
+                )
+        except BaseException:
+            self.discard()
+            self.close()
+            raise
 
     def _init_from_input(self, measurement: InputMeasurement):
         # metadata, logs and tables (no features: they stay in the input)
@@ -224,16 +260,15 @@ class OutputFile:
         writer = dclab.RTDCWriter(self.h5, compression_kwargs=self.compression_kwargs)
         for bn_dict in measurement.ds.basins_get_dicts():
             self._copy_basin(writer, measurement, bn_dict)
-        # The temporary file is a sibling of the output, so dclab's
-        # relative path is valid for the output too.
         key = writer.store_basin(
             basin_name=measurement.path.name,
             basin_type="file",
             basin_format="hdf5",
-            basin_locs=[measurement.path],
+            basin_locs=basin_file_locations(measurement.path, self.target),
             basin_descr=f"Input measurement (dcbg {__version__})",
             basin_feats=measurement.get_basin_features(),
-            verify=True,
+            basin_id=measurement.ds.get_measurement_identifier() or None,
+            verify=False,
         )
         _drop_same_mapping(self.h5, key)
 
@@ -253,9 +288,7 @@ class OutputFile:
                 loc = pathlib.Path(loc)
                 if not loc.is_absolute():
                     loc = measurement.path.parent / loc
-                locs.append(str(loc.resolve()))
-                rel = os.path.relpath(loc.resolve(), self.path.parent.resolve())
-                locs.append(rel)
+                locs.extend(basin_file_locations(loc, self.target))
             locs = list(dict.fromkeys(locs))
         else:
             locs = bn_dict.get("urls", bn_dict.get("paths", []))
@@ -285,25 +318,23 @@ class OutputFile:
         basins = self.h5.get("basins", {})
         stale_maps = set()
         for key in list(basins):
-            lines = [
-                ln.decode() if isinstance(ln, bytes) else ln for ln in basins[key][:]
-            ]
-            bn = json.loads(" ".join(lines))
+            bn = read_basin_definition(basins[key])
             if bn.get("type") == "internal" and set(bn.get("features") or []) & set(
                 BACKGROUND_FEATURES
             ):
                 del basins[key]
                 if bn.get("mapping") not in (None, "same"):
                     stale_maps.add(bn["mapping"])
-        used = set()
-        for key in basins:
-            text = " ".join(
-                ln.decode() if isinstance(ln, bytes) else ln for ln in basins[key][:]
-            )
-            used.add(json.loads(text).get("mapping"))
+        used = {read_basin_definition(basins[key]).get("mapping") for key in basins}
         for name in stale_maps - used:
             if name in self.h5["events"]:
                 del self.h5["events"][name]
+        if "basin_events" in self.h5 and not len(self.h5["basin_events"]):
+            del self.h5["basin_events"]
+
+    def mark_started(self):
+        """Note that background data were written: a clean exit keeps them"""
+        self.started = True
 
     def create_image_feature(self, name: str, count: int, frame_shape, group="events"):
         """Create an empty uint8 image dataset of `count` frames to fill in blocks
@@ -312,6 +343,7 @@ class OutputFile:
         those of dclab's writer, so the file reads like any other .rtdc
         file; the Zstandard level is `ZSTD_LEVEL_IMAGES`.
         """
+        self.mark_started()
         grp = self.h5.require_group(group)
         chunks = self.writer.get_best_nd_chunks(tuple(frame_shape), np.uint8)
         dset = grp.create_dataset(
@@ -326,17 +358,22 @@ class OutputFile:
         dset.attrs.create("CLASS", np.bytes_("IMAGE"))
         dset.attrs.create("IMAGE_VERSION", np.bytes_("1.2"))
         dset.attrs.create("IMAGE_SUBCLASS", np.bytes_("IMAGE_GRAYSCALE"))
-        self._created.append(dset.name)
         return dset
 
     def store_feature(self, name: str, data: np.ndarray):
         """Write a whole feature through dclab's writer"""
-        self._created.append(f"/events/{name}")
+        self.mark_started()
         self.writer.store_feature(name, data)
+
+    def copy_dataset(self, source, name: str, group: str = "events"):
+        """Copy an h5py dataset as it is stored (filters, attributes)"""
+        self.mark_started()
+        source.file.copy(source, self.h5.require_group(group), name=name)
 
     def store_internal_basin(self, name, description, features: dict, mapping):
         """Store data as an internal basin mapped through a basinmap feature"""
-        key = self.writer.store_basin(
+        self.mark_started()
+        return self.writer.store_basin(
             basin_name=name,
             basin_type="internal",
             basin_format="h5dataset",
@@ -346,9 +383,6 @@ class OutputFile:
             basin_map=np.asarray(mapping, dtype=np.int64),
             internal_data=features,
         )
-        self._created.extend(f"/basin_events/{f}" for f in features)
-        self._created.append(f"/basins/{key}")
-        return key
 
     def set_feature_attrs(self, attrs: dict):
         """Set attributes on every background feature present in the file"""
@@ -362,42 +396,146 @@ class OutputFile:
         if name in logs:
             del logs[name]
         self.writer.store_log(name, lines)
-        self._created.append(f"/logs/{name}")
 
-    def commit(self):
-        """Flush and move the finished output into place"""
+    def commit(self, release_input=None):
+        """Move the finished output into place and open it for reading
+
+        Parameters
+        ----------
+        release_input: callable or None
+            Called after the staged file is closed and before it is moved:
+            closes the input file where it is the output (Windows cannot
+            replace an open file).
+        """
         if self.committed:
             return
-        self.h5.flush()
-        if not self.in_place:
+        with write_errors_named(self.path):
             self.h5.close()
-            os.replace(self.temp_path, self.path)
-            self._finalizer.detach()
-        self.committed = True
+        if release_input is not None:
+            release_input()
+        # One rename; SIGINT/SIGTERM wait until it is done, so that the
+        # message after an interrupt says what is on disk.
+        with signals_deferred():
+            move_into_place(self.staged_path, self.target, self._expected)
+            self.committed = True
+        self.h5 = h5py.File(self.target, "r")
 
     def discard(self):
-        """Undo everything written (remove the temporary file)"""
+        """Remove the staged file; the output path stays as it was"""
         if self.committed:
             return
-        if self.in_place:
-            for name in reversed(self._created):
-                if name in self.h5:
-                    del self.h5[name]
-            self._created.clear()
-            self.h5.flush()
-        else:
-            h5 = getattr(self, "h5", None)
-            if h5 is not None and h5.id.valid:
+        h5 = self.h5
+        if h5 is not None and h5.id.valid:
+            # A failed write (disk full) can make closing fail too; the
+            # file is removed anyway.
+            with contextlib.suppress(Exception):
                 h5.close()
-            _remove_file(self.temp_path)
-            self._finalizer.detach()
+        _remove_file(self.staged_path)
 
     def close(self):
-        """Close a committed output, discard an uncommitted one"""
+        """Close the output, discard it if uncommitted, release the lock"""
         if not self.committed:
             self.discard()
-        elif not self.in_place and self.h5.id.valid:
+        elif self.h5 is not None and self.h5.id.valid:
             self.h5.close()
+        self._lock.release()
+        self._finalizer.detach()
+
+
+def check_fits_output(path: pathlib.Path, event_count: int | None):
+    """Raise ValueError unless the existing file `path` may take a background
+
+    Only background features of an existing output are replaced (the rest
+    is kept), so the file must be an .rtdc file without raw images of its
+    own (those belong to another measurement: write into that one as the
+    input instead) and, if it has events, as many as the background.
+    """
+    try:
+        with h5py.File(path, "r") as h5:
+            events = h5.get("events")
+            if not isinstance(events, h5py.Group):
+                events = {}
+            holds_images = "image" in events
+            counts = {
+                len(dset)
+                for name, dset in events.items()
+                if isinstance(dset, h5py.Dataset)
+                and dset.shape
+                and not name.startswith("basinmap")
+            }
+    except OSError as exc:
+        raise ValueError(
+            f"Output file '{path}' exists but is not a readable HDF5 file "
+            f"({one_line_error(exc)}); choose another output path"
+        ) from exc
+    if holds_images:
+        raise ValueError(
+            f"Output file '{path}' holds raw images ('events/image') of its own; "
+            f"refusing to write another measurement's background into it even "
+            f"with --force, choose another output path"
+        )
+    if event_count is not None and counts and counts != {event_count}:
+        raise ValueError(
+            f"Output file '{path}' holds {sorted(counts)[0]} events, but the "
+            f"background is computed for {event_count} events; it does not fit "
+            f"that file, choose another output path"
+        )
+
+
+def one_line_error(exc: BaseException) -> str:
+    """The first line of an exception's message (h5py's are long)"""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def basin_file_locations(basin: pathlib.Path, referrer: pathlib.Path) -> list[str]:
+    """Locations under which `referrer` stores the file basin `basin`
+
+    The absolute path first (dcnum reads the first location), then the
+    path relative to the referrer's folder: moving a folder that holds
+    both files keeps the basin reachable.
+    """
+    absolute = pathlib.Path(os.path.realpath(basin))
+    relative = os.path.relpath(absolute, pathlib.Path(referrer).resolve().parent)
+    return list(dict.fromkeys([str(absolute), relative]))
+
+
+def read_basin_definition(dataset) -> dict:
+    """The JSON basin definition stored in an h5py dataset of text lines"""
+    lines = [ln.decode() if isinstance(ln, bytes) else ln for ln in dataset[:]]
+    return json.loads(" ".join(lines))
+
+
+#: errno values of a full disk or a file-size limit
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+@contextlib.contextmanager
+def write_errors_named(path: pathlib.Path):
+    """Turn a full disk while writing `path` into a one-line OSError
+
+    HDF5 reports a failed write as a long stack of messages that holds the
+    system error only as text; this names the output file instead.
+    """
+    try:
+        yield
+    except OSError as exc:
+        text = str(exc)
+        if exc.errno in DISK_FULL_ERRNOS or any(
+            f"errno = {num}," in text for num in DISK_FULL_ERRNOS
+        ):
+            raise OSError(
+                errno.ENOSPC,
+                f"Not enough disk space (or file size limit reached) to write "
+                f"output file '{path}'; nothing was changed there",
+            ) from exc
+        raise
+
+
+def _abandon(staged: pathlib.Path, lock: WriterLock):
+    """Clean-up of an output that was never closed (garbage collection)"""
+    _remove_file(staged)
+    lock.release()
 
 
 def check_output_dir(path: pathlib.Path):
@@ -415,45 +553,6 @@ def check_output_dir(path: pathlib.Path):
         raise PermissionError(
             f"Output folder '{parent}' is not writable (output path '{path}')"
         )
-
-
-def check_replaceable(output_path: pathlib.Path):
-    """Raise ValueError if an existing `output_path` holds raw images
-
-    A background output never holds images itself; replacing a file that
-    does (a measurement) would destroy raw data, which forcing an
-    overwrite is not meant for.
-    """
-    try:
-        with h5py.File(output_path, "r", locking=False) as h5:
-            holds_images = "events" in h5 and "image" in h5["events"]
-    except OSError:  # missing or not HDF5: nothing of value to protect
-        return
-    if holds_images:
-        raise ValueError(
-            f"Output file '{output_path}' holds raw images ('events/image'); "
-            f"refusing to replace it even with --force, choose another output path"
-        )
-
-
-@contextlib.contextmanager
-def replacing(output_path: pathlib.Path):
-    """Yield a temporary path whose file replaces `output_path` on success
-
-    The background API updates an existing output in place; a replaced
-    output must not inherit anything from the old file, so it is computed
-    as a fresh file next to it and moved over it only when complete. On
-    failure the old output stays untouched.
-    """
-    check_replaceable(output_path)
-    target = output_path.with_name(
-        f".{output_path.name}.{uuid.uuid4().hex[:8]}.dcbg-replace"
-    )
-    try:
-        yield target
-        os.replace(target, output_path)
-    finally:
-        target.unlink(missing_ok=True)
 
 
 def log_lines(record: dict) -> list[str]:

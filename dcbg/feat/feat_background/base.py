@@ -16,7 +16,7 @@ from ... import ppid
 from ..._version import __version__
 from ...io import ImageStack, InputMeasurement, OutputFile
 from ...io.rtdc import log_lines, same_file
-from ...workers import Counter, WorkerPool
+from ...workers import Counter, WorkerPool, close_pools
 
 
 def cpu_count() -> int:
@@ -123,7 +123,7 @@ class Background(abc.ABC):
                 in_place = input_path.exists() and same_file(
                     input_path, self.output_path
                 )
-                self.hdin = InputMeasurement(input_path, writable=in_place)
+                self.hdin = InputMeasurement(input_path)
                 self.h5in = self.hdin.h5
                 if not in_place:
                     self.paths_ref.append(input_path)
@@ -144,7 +144,9 @@ class Background(abc.ABC):
                     f"The 'image' feature of {where} has zero frames; "
                     f"there is nothing to compute a background from"
                 )
-            self._output = OutputFile(self.output_path, self.hdin, compress)
+            self._output = OutputFile(
+                self.output_path, self.hdin, compress, event_count=self.image_count
+            )
             self.h5out = self._output.h5
             #: dclab.RTDCWriter for the output file
             self.writer = self._output.writer
@@ -156,10 +158,43 @@ class Background(abc.ABC):
         return self
 
     def __exit__(self, type, value, tb):
+        if type is None:
+            self.keep_started_output()
         self.close()
 
+    @property
+    def committed(self) -> bool:
+        """Whether the output is complete at `output_path` (dcbg extension)"""
+        return self._output is not None and self._output.committed
+
+    def keep_started_output(self):
+        """Keep what manual steps computed (as dcnum does on a clean exit)
+
+        Called when the ``with`` block is left without an exception and
+        :meth:`process` was not run. If the output holds background data
+        (e.g. from :meth:`BackgroundRollMed.process_next_batch`), they are
+        finalised by :meth:`finish_partial_output` and the output is
+        committed; otherwise the output path is left as it was.
+        """
+        with self._lock:
+            if self._processed or self._output is None or not self._output.started:
+                return
+            self._processed = True
+        try:
+            self.close_workers()
+            self.finish_partial_output()
+            self.stamp_ppid()
+            self._commit()
+        except BaseException:
+            self.close_workers()
+            self._output.discard()
+            raise
+
+    def finish_partial_output(self):  # noqa: B027 (an optional hook)
+        """Make the data of manual steps a consistent output (subclasses)"""
+
     def close(self):
-        """Release files and threads; discard an unfinished output"""
+        """Release files and threads; discard an uncommitted output"""
         self.close_workers()
         if self._output is not None:
             self._output.close()
@@ -182,9 +217,7 @@ class Background(abc.ABC):
 
     def close_workers(self):
         """Stop the worker threads (waits for running jobs)"""
-        for pool in (getattr(self, "_pool", None), getattr(self, "_io", None)):
-            if pool is not None:
-                pool.close()
+        close_pools(getattr(self, "_io", None), getattr(self, "_pool", None))
         self._pool = self._io = None
         self.queue = None
         self.workers = []
@@ -265,9 +298,12 @@ class Background(abc.ABC):
         """Perform the background computation
 
         This irreversibly removes/overrides any "image_bg" and "bg_off"
-        features defined in the output file `self.h5out`. On success the
-        output file is complete and in place; on any error (including
-        KeyboardInterrupt) nothing is left at the output path.
+        features defined in the output file `self.h5out`. The output is
+        computed in a staged copy and moved to `output_path` in one step
+        when complete: afterwards `h5out` is the finished output, open for
+        reading. On any error (including KeyboardInterrupt) the file at
+        the output path (also the input file, if written in place) stays
+        exactly as it was.
         """
         with self._lock:
             if self._processed:
@@ -275,7 +311,6 @@ class Background(abc.ABC):
             self._processed = True
         t0 = time.perf_counter()
         try:
-            self._output.remove_background_features()
             self.process_approach()
             self.stamp_ppid()
             duration = time.perf_counter() - t0
@@ -296,13 +331,26 @@ class Background(abc.ABC):
             )
             # worker threads must be idle before the file is closed
             self.close_workers()
-            self._output.commit()
+            self._commit()
         except BaseException:
             self.close_workers()
             self._output.discard()
             raise
         self.image_proc.value = 1.0
         self.logger.info(f"Background computation time: {duration:.1f}s")
+
+    def _commit(self):
+        """Move the staged output into place; `h5out` then reads it"""
+
+        def release_input():
+            # the input file is about to be replaced: close it first
+            if self._output.in_place and self.hdin is not None:
+                self.hdin.close()
+
+        self._output.commit(release_input=release_input)
+        self.h5out = self._output.h5
+        if self._output.in_place:
+            self.h5in = self.h5out
 
     def stamp_ppid(self):
         """Store the PPID with the background features it produced"""

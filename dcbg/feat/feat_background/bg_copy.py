@@ -14,8 +14,8 @@ class BackgroundCopy(Background):
     compression and PPID attributes), an ``image_bg`` held in a mapped
     internal basin is stored again as a mapped internal basin, and an
     ``image_bg`` reachable only through a file basin is copied frame
-    block by frame block. If the output is the input file, nothing needs
-    to be copied.
+    block by frame block. ``bg_off`` is copied wherever it is stored.
+    Written in place, the input keeps its background exactly.
     """
 
     def __init__(self, *args, **kwargs):
@@ -41,18 +41,23 @@ class BackgroundCopy(Background):
         """BackgroundCopy has no keyword arguments"""
 
     def process_approach(self):
-        """Copy ``image_bg`` and ``bg_off`` from the input to the output"""
+        """Copy ``image_bg`` and ``bg_off`` from the input to the output
+
+        The output is always a staged file apart from the input (also in
+        place), so the copy reads the input as it was when the run began.
+        """
         self.image_proc.value = 0.0
-        if self.h5in is not self.h5out:
-            events_in = self.h5in["events"]
-            events_out = self.h5out.require_group("events")
-            copied = []
-            for feat in ("image_bg", "bg_off"):
-                if feat in events_in:
-                    self.h5in.copy(events_in[feat], events_out, name=feat)
-                    copied.append(feat)
-            if "image_bg" not in copied and not self._copy_internal_basin():
-                self._copy_image_bg_frames()
+        events_in = self.h5in.get("events", {})
+        copied = set()
+        for feat in ("image_bg", "bg_off"):
+            if feat in events_in:
+                self._output.copy_dataset(events_in[feat], feat)
+                copied.add(feat)
+        if "image_bg" not in copied and not self._copy_internal_basin():
+            self._copy_image_bg_frames()
+        if "bg_off" not in copied and self.hdin.get_feature("bg_off") is not None:
+            # bg_off in a basin (file or internal): one value per event
+            self._output.store_feature("bg_off", self.hdin.get_feature("bg_off"))
         self.image_proc.value = 1.0
 
     def _copy_internal_basin(self) -> bool:

@@ -74,10 +74,18 @@ class BackgroundRollMed(Background):
         )
         try:
             if kernel_size > self.image_count:
+                # kernel_size must be even (check_user_kwargs)
+                largest = self.image_count - self.image_count % 2
+                hint = (
+                    f"the largest valid kernel_size is {largest}"
+                    if largest
+                    else "the rolling median needs at least 2 frames"
+                )
+                where = f"'{self.hdin.path}'" if self.hdin else "the input array"
                 raise ValueError(
-                    f"kernel_size={kernel_size} is larger than the number of "
-                    f"frames N={self.image_count}; the rolling median needs "
-                    f"at least kernel_size frames"
+                    f"Cannot compute background: kernel_size={kernel_size} is "
+                    f"larger than the number of frames N={self.image_count} of "
+                    f"{where}; {hint}"
                 )
             #: kernel size used for median filtering
             self.kernel_size = kernel_size
@@ -195,6 +203,17 @@ class BackgroundRollMed(Background):
             self.process_next_batch()
         self._fill_tail()
         self.image_proc.value = 1.0
+
+    def finish_partial_output(self):
+        """Keep only the frames that batches processed by hand computed
+
+        As in dcnum, the output of ``process_next_batch()`` steps followed
+        by a clean exit holds the computed backgrounds, no empty frames.
+        """
+        if self._dataset is None or self.current_batch == 0:
+            return
+        _, slice_out, _ = self.get_slices_for_batch(self.current_batch - 1)
+        self._dataset.resize(slice_out.stop, axis=0)
 
     def _fill_tail(self):
         """Frames without a full window get the last computed background"""

@@ -1,0 +1,411 @@
+"""Writing an output file as one transaction: lock, stage, swap
+
+Every output of a background computation, also one written into its own
+input file (in place), is written to a hidden *staged* sibling file and
+moved over the output path in one step (:func:`move_into_place`) only
+when it is complete. The output path therefore always holds either the
+previous file or the new one, complete, whatever happens to the process
+(an exception, Ctrl-C, SIGTERM, a full disk, SIGKILL, a power cut once
+the file system has journaled the rename). HDF5 itself cannot promise
+that for a file modified in place: a process killed while the library
+writes metadata leaves a file that may not open at all.
+
+While a staged file is written, a lock file beside the output
+(:class:`WriterLock`) keeps other dcbg processes from writing the same
+output; it names the process holding it, so a second writer can say who
+is in the way. The operating system drops the lock when its process
+dies, also by SIGKILL, so a killed run never blocks the next one.
+
+Names of the hidden files (all in the output's folder):
+
+- ``.<name>.<random>.dcbg-partial``: a staged output
+- ``.<name>.dcbg-lock``: the lock of the output ``<name>``
+
+Platforms: the lock uses ``fcntl.flock`` on POSIX and ``msvcrt.locking``
+on Windows; the swap is ``os.replace`` (an existing output) or a
+no-clobber move (a new output: ``os.link`` on POSIX, ``os.rename`` on
+Windows). On Windows a file cannot be replaced while any program has it
+open; the caller closes its own handles first (see
+:meth:`dcbg.io.OutputFile.commit`), and an output held open by another
+program (e.g. Shape-Out) is an error that names it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import json
+import os
+import pathlib
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+
+#: suffix of staged output files
+PARTIAL_SUFFIX = ".dcbg-partial"
+#: suffix of lock files
+LOCK_SUFFIX = ".dcbg-lock"
+#: suffix of the temporary files of dcbg <= 0.1, which stacked a second
+#: staged file for replaced outputs; reruns remove these too
+LEGACY_REPLACE_SUFFIX = ".dcbg-replace"
+
+#: Windows locks byte ranges, and a locked range cannot be read by other
+#: processes; the lock sits far past the owner record at the start of
+#: the file, so that a second writer can still read who holds it.
+WINDOWS_LOCK_OFFSET = 2**30
+
+#: Windows refuses to replace a file that another process (a virus
+#: scanner, the search indexer) has open for a moment; retry this often,
+#: this many seconds apart, before reporting that the output is in use.
+REPLACE_RETRIES = 10
+REPLACE_RETRY_DELAY = 0.1
+
+
+class OutputLockedError(RuntimeError):
+    """Another process is writing the same output file"""
+
+
+class OutputChangedError(RuntimeError):
+    """The output path changed while the background was computed"""
+
+
+def staged_path(output_path: pathlib.Path) -> pathlib.Path:
+    """A new, unique hidden sibling of `output_path` to stage it in"""
+    token = uuid.uuid4().hex[:8]
+    return output_path.with_name(f".{output_path.name}.{token}{PARTIAL_SUFFIX}")
+
+
+def lock_path(output_path: pathlib.Path) -> pathlib.Path:
+    """The lock file of `output_path`"""
+    return output_path.with_name(f".{output_path.name}{LOCK_SUFFIX}")
+
+
+def find_temporary_files(output_path: pathlib.Path) -> list[pathlib.Path]:
+    """Staged files of `output_path` left by earlier (killed) runs
+
+    Only call this while holding the output's :class:`WriterLock`: then
+    no live dcbg process is writing any of them.
+    """
+    name = re.escape(output_path.name)
+    pattern = re.compile(
+        rf"\.{name}\.[0-9a-f]+({re.escape(PARTIAL_SUFFIX)}"
+        rf"|{re.escape(LEGACY_REPLACE_SUFFIX)})"
+        # a staged file of a legacy replacement file
+        rf"|\.\.{name}\.[0-9a-f]+{re.escape(LEGACY_REPLACE_SUFFIX)}"
+        rf"\.[0-9a-f]+{re.escape(PARTIAL_SUFFIX)}"
+    )
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(output_path.parent):
+            if pattern.fullmatch(entry.name):
+                found.append(pathlib.Path(entry.path))
+    return sorted(found)
+
+
+def remove_temporary_files(output_path: pathlib.Path) -> list[pathlib.Path]:
+    """Remove what killed runs left for `output_path`; returns the removed"""
+    removed = []
+    for path in find_temporary_files(output_path):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+class _PosixLocking:
+    """Advisory whole-file locks with ``fcntl.flock``"""
+
+    def __init__(self):
+        import fcntl
+
+        self._fcntl = fcntl
+
+    def try_lock(self, fd: int) -> bool:
+        try:
+            self._fcntl.flock(fd, self._fcntl.LOCK_EX | self._fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                return False
+            raise
+        return True
+
+    def unlock(self, fd: int):
+        self._fcntl.flock(fd, self._fcntl.LOCK_UN)
+
+    #: a lock file may be removed while locked: the next writer then
+    #: locks a new file, and checks that it locked the file on disk
+    unlink_while_locked = True
+
+
+class _WindowsLocking:
+    """Byte-range locks with ``msvcrt.locking`` (Windows)"""
+
+    def __init__(self):
+        import msvcrt
+
+        self._msvcrt = msvcrt
+
+    def try_lock(self, fd: int) -> bool:
+        os.lseek(fd, WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+        try:
+            self._msvcrt.locking(fd, self._msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
+    def unlock(self, fd: int):
+        os.lseek(fd, WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+        self._msvcrt.locking(fd, self._msvcrt.LK_UNLCK, 1)
+
+    #: Windows cannot delete a file that is open; the lock file is
+    #: removed after closing it (failing silently if another writer
+    #: opened it meanwhile)
+    unlink_while_locked = False
+
+
+def platform_locking(platform: str = sys.platform):
+    """The locking primitives of `platform` (a ``sys.platform`` value)"""
+    return _WindowsLocking() if platform == "win32" else _PosixLocking()
+
+
+class WriterLock:
+    """Exclusive right to write one output file, across processes
+
+    Parameters
+    ----------
+    output_path: pathlib.Path
+        The output file to lock (need not exist)
+    locking: object or None
+        Locking primitives (see :func:`platform_locking`); for tests
+
+    Raises
+    ------
+    OutputLockedError
+        From :meth:`acquire` if another process holds the lock; the
+        message names the output, the lock file and the other writer.
+    """
+
+    def __init__(self, output_path: pathlib.Path, locking=None):
+        self.output_path = pathlib.Path(output_path)
+        self.path = lock_path(self.output_path)
+        self._locking = locking or platform_locking()
+        self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self):
+        """Take the lock at once or raise :class:`OutputLockedError`"""
+        if self._fd is not None:
+            return
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                if not self._locking.try_lock(fd):
+                    owner = _read_owner(fd)
+                    raise OutputLockedError(
+                        f"Output file '{self.output_path}' is being written by "
+                        f"another process ({owner}; lock file '{self.path}'); "
+                        f"wait for it to finish or stop it"
+                    )
+                # The previous holder may have removed the lock file
+                # between our open and our lock: then we locked a file
+                # that nobody else will see; start over.
+                if self._locking.unlink_while_locked and not _same_inode(fd, self.path):
+                    self._locking.unlock(fd)
+                    os.close(fd)
+                    continue
+                _write_owner(fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                raise
+            self._fd = fd
+            return
+
+    def release(self):
+        """Give the lock back and remove the lock file"""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            if self._locking.unlink_while_locked:
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
+            self._locking.unlock(fd)
+        finally:
+            os.close(fd)
+        if not self._locking.unlink_while_locked:
+            with contextlib.suppress(OSError):  # another writer has it open
+                self.path.unlink()
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _same_inode(fd: int, path: pathlib.Path) -> bool:
+    try:
+        st_path = os.stat(path)
+    except FileNotFoundError:
+        return False
+    st_fd = os.fstat(fd)
+    return (st_fd.st_dev, st_fd.st_ino) == (st_path.st_dev, st_path.st_ino)
+
+
+def _write_owner(fd: int):
+    record = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv)[:200],
+    }
+    data = json.dumps(record).encode()
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, data)
+    os.ftruncate(fd, len(data))
+
+
+def _read_owner(fd: int) -> str:
+    """The lock holder as 'pid N on host H since T', as far as known"""
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        record = json.loads(os.read(fd, 4096).decode())
+        return f"pid {record['pid']} on host {record['host']} since {record['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "owner unknown"
+
+
+def file_identity(path: pathlib.Path) -> tuple | None:
+    """What tells whether a file was replaced or modified, None if absent"""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def move_into_place(
+    source: pathlib.Path,
+    target: pathlib.Path,
+    expected: tuple | None,
+    platform: str = sys.platform,
+):
+    """Move the complete file `source` to `target` in one step
+
+    Parameters
+    ----------
+    source: pathlib.Path
+        The staged file, closed, in the folder of `target`
+    target: pathlib.Path
+        The output path
+    expected: tuple or None
+        :func:`file_identity` of `target` when staging began; None if
+        there was no file. If `target` changed meanwhile (another program
+        wrote or created it), nothing is moved.
+    platform: str
+        ``sys.platform`` value deciding the system calls (for tests)
+
+    Raises
+    ------
+    OutputChangedError
+        If `target` was created, removed or modified since staging began
+    PermissionError
+        If `target` is held open by another program (Windows)
+    """
+    if file_identity(target) != expected:
+        raise OutputChangedError(
+            f"Output file '{target}' was "
+            + ("created" if expected is None else "changed or removed")
+            + " by another program while dcbg computed its background; "
+            "it was left as it is and the new background discarded"
+        )
+    if expected is None:
+        _move_no_clobber(source, target, platform)
+        return
+    for attempt in range(REPLACE_RETRIES):
+        try:
+            os.replace(source, target)
+            return
+        except PermissionError:
+            if platform != "win32" or attempt == REPLACE_RETRIES - 1:
+                raise PermissionError(
+                    f"Cannot replace output file '{target}': it is open in "
+                    f"another program (close it and run again)"
+                ) from None
+            time.sleep(REPLACE_RETRY_DELAY)
+
+
+def _move_no_clobber(source: pathlib.Path, target: pathlib.Path, platform: str):
+    """Move `source` to `target`, failing if `target` exists"""
+    try:
+        if platform == "win32":
+            os.rename(source, target)  # never replaces on Windows
+        else:
+            try:
+                os.link(source, target)
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
+                # a file system without hard links (FAT, some network
+                # shares): the check above has to do
+                os.replace(source, target)
+                return
+            os.unlink(source)
+    except FileExistsError:
+        raise OutputChangedError(
+            f"Output file '{target}' was created by another program while "
+            f"dcbg computed its background; it was left as it is and the "
+            f"new background discarded"
+        ) from None
+
+
+#: signals that stop a run (Windows: Ctrl-Break is SIGBREAK)
+STOP_SIGNALS = tuple(
+    getattr(signal, name)
+    for name in ("SIGINT", "SIGTERM", "SIGBREAK")
+    if hasattr(signal, name)
+)
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold SIGINT/SIGTERM back while a short step must not be cut
+
+    A signal that arrives inside the block is delivered to the previous
+    handler when the block ends; a second one ends the process at once
+    (exit status 128 + signal number), as a second Ctrl-C always does.
+    Outside the main thread (where Python cannot set handlers) this does
+    nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+
+    def defer(signum, frame):
+        received.append(signum)
+        if len(received) > 1:
+            os._exit(128 + signum)
+
+    previous = {sig: signal.signal(sig, defer) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if received:
+            handler = previous[received[0]]
+            if callable(handler):
+                handler(received[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(received[0])
