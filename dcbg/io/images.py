@@ -9,7 +9,10 @@ grey images that fit into uint8.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import numbers
+import os
 
 import h5py
 import numpy as np
@@ -18,6 +21,16 @@ from .chunks import ChunkCodec, read_frames, sum_top_rows
 
 #: read about this many bytes at once when the source is not chunked
 DEFAULT_BLOCK_BYTES = 8 * 1024**2
+
+#: largest HDF5 chunk (decoded bytes) that dcbg reads: dclab and dcnum
+#: write image chunks of a few MiB, and every worker thread holds one
+#: decoded chunk, so a crafted chunk shape must not decide the memory used
+MAX_CHUNK_BYTES = 256 * 1024**2
+
+#: errors of h5py, HDF5 filters and the chunk decoder while reading data
+#: (Zstandard errors are not OSErrors; ValueError covers h5py's "Invalid
+#: selection" and friends on corrupt metadata)
+READ_ERRORS = (OSError, RuntimeError, KeyError, ValueError)
 
 
 class ImageStack:
@@ -37,10 +50,15 @@ class ImageStack:
     TypeError
         If `source` has no shape/dtype or a dtype that cannot hold grey values
     ValueError
-        If `source` is not a stack of 2-D images
+        If `source` is not a stack of 2-D images, or an HDF5 dataset that
+        does not store the frames it declares (see :func:`check_storage`)
     """
 
-    def __init__(self, source, name: str = "input image stack"):
+    def __init__(self, source, name: str | None = None):
+        if name is None:
+            name = "input image stack"
+            if isinstance(source, h5py.Dataset):
+                name = f"image stack '{source.name}' of '{source.file.filename}'"
         self.name = name
         if isinstance(source, (list, tuple)):
             source = np.asarray(source)
@@ -70,6 +88,11 @@ class ImageStack:
         self.frame_size = shape[1] * shape[2]
         #: the h5py dataset behind `source`, if reads can go there directly
         self.h5dataset = source if isinstance(source, h5py.Dataset) else None
+        for dataset in (self.h5dataset, getattr(source, "feat_obj", None)):
+            if isinstance(dataset, h5py.Dataset):
+                # before any computation: a file that declares more
+                # frames than it stores would be read as fill values
+                check_storage(dataset, name)
         #: frames per HDF5 chunk (reads aligned to it avoid decompressing twice)
         self.chunk_frames = self._get_chunk_frames()
         #: direct chunk decoder for parallel reads (None: read through h5py)
@@ -142,6 +165,35 @@ class ImageStack:
             out = out.reshape(count, *self.frame_shape)
         if count == 0:
             return out
+        with self._read_errors_named(start, stop):
+            return self._read(start, stop, count, out, pool)
+
+    @contextlib.contextmanager
+    def _read_errors_named(self, start: int, stop: int):
+        """Errors of h5py and the decoders name the stack and the frames"""
+        try:
+            yield
+        except ImageReadError:
+            raise
+        except READ_ERRORS as exc:
+            if isinstance(exc, ValueError) and self.name in str(exc):
+                raise  # our own message (grey values out of range, ...)
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            raise ImageReadError(
+                f"Cannot read frames {start}..{stop - 1} of the {self.name}: "
+                f"{text}; the file is damaged or not a valid .rtdc file"
+            ) from exc
+        except Exception as exc:
+            # e.g. zstandard.ZstdError of a corrupt compressed chunk
+            if type(exc).__module__.split(".")[0] not in ("zstandard", "h5py"):
+                raise
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            raise ImageReadError(
+                f"Cannot read frames {start}..{stop - 1} of the {self.name}: "
+                f"{text}; the file is damaged"
+            ) from exc
+
+    def _read(self, start, stop, count, out, pool) -> np.ndarray:
         if self.codec is not None and pool is not None:
             read_frames(
                 self.h5dataset, self.codec, start, stop, out.reshape(count, -1), pool
@@ -163,7 +215,8 @@ class ImageStack:
         the worker threads without copying the frames out.
         """
         if self.codec is not None and pool is not None:
-            return sum_top_rows(self.h5dataset, self.codec, start, stop, rows, pool)
+            with self._read_errors_named(start, stop):
+                return sum_top_rows(self.h5dataset, self.codec, start, stop, rows, pool)
         top = self.read(start, stop, pool=pool)[:, :rows]
         return top.sum(axis=(1, 2), dtype=np.int64)
 
@@ -208,6 +261,105 @@ class ImageStack:
             end = min(stop, (pos // block + 1) * block)
             yield pos, end
             pos = end
+
+
+class ImageReadError(OSError):
+    """Frames of an image stack could not be read (damaged file)"""
+
+
+def check_storage(dataset: h5py.Dataset, name: str):
+    """Raise ValueError unless `dataset` stores, in its own file, what it declares
+
+    An HDF5 dataset declares its shape in its header; the data are stored
+    in chunks, in one contiguous block, or elsewhere. Reading a declared
+    but unstored region yields fill values without any error, so a small
+    crafted file could make dcbg compute for hours on nothing. Checked:
+
+    - the data live in the file (no virtual dataset, no external raw
+      files: those could make dcbg read any file on the system);
+    - chunked: every chunk of the declared shape is stored, and one
+      decoded chunk is at most `MAX_CHUNK_BYTES`;
+    - contiguous: the whole block is allocated and lies inside the file.
+
+    Parameters
+    ----------
+    dataset: h5py.Dataset
+        The dataset to check (metadata only: this is fast)
+    name: str
+        What to call the data in messages, e.g. "'image' feature of 'a.rtdc'"
+
+    Raises
+    ------
+    ValueError
+        If the dataset does not store the data it declares
+    """
+    try:
+        shape = dataset.shape
+        dcpl = dataset.id.get_create_plist()
+        layout = dcpl.get_layout()
+        external = dcpl.get_external_count()
+        itemsize = dataset.dtype.itemsize
+        vlen = h5py.check_vlen_dtype(dataset.dtype) is not None
+    except (OSError, RuntimeError, ValueError, KeyError) as exc:
+        raise ValueError(
+            f"Cannot read the layout of the {name}: {exc}; the file is damaged"
+        ) from exc
+    if shape is None:
+        raise ValueError(f"The {name} has no shape (empty dataspace)")
+    if layout == h5py.h5d.VIRTUAL:
+        raise ValueError(
+            f"The {name} is an HDF5 virtual dataset (its data are mapped from "
+            f"other files); expected data stored in the file itself"
+        )
+    if external:
+        raise ValueError(
+            f"The {name} keeps its data in {external} external raw file(s); "
+            f"expected data stored in the file itself"
+        )
+    if layout == h5py.h5d.CHUNKED:
+        chunks = dataset.chunks
+        chunk_bytes = math.prod(chunks) * itemsize
+        if chunk_bytes > MAX_CHUNK_BYTES:
+            raise ValueError(
+                f"The {name} has HDF5 chunks of {chunk_bytes} bytes "
+                f"(shape {chunks}); expected at most {MAX_CHUNK_BYTES} bytes"
+            )
+        expected = math.prod(
+            -(-size // chunk) for size, chunk in zip(shape, chunks, strict=True)
+        )
+        try:
+            stored = dataset.id.get_num_chunks()
+        except (AttributeError, RuntimeError):  # HDF5 < 1.10.5: cannot tell
+            return
+        except OSError as exc:
+            raise ValueError(
+                f"Cannot read the chunk index of the {name}: {exc}; the file is damaged"
+            ) from exc
+        if stored < expected:
+            raise ValueError(
+                f"The {name} declares shape {shape}, but its file stores only "
+                f"{stored} of its {expected} chunks; expected all data to be "
+                f"stored (the file is truncated, unfinished or crafted)"
+            )
+    elif layout == h5py.h5d.CONTIGUOUS and not vlen:
+        needed = math.prod(shape) * itemsize
+        if needed == 0:
+            return
+        try:
+            allocated = dataset.id.get_storage_size()
+            offset = dataset.id.get_offset()
+            file_size = os.path.getsize(dataset.file.filename)
+        except (OSError, RuntimeError) as exc:
+            raise ValueError(
+                f"Cannot read the storage of the {name}: {exc}; the file is damaged"
+            ) from exc
+        if allocated < needed or offset is None or offset + needed > file_size:
+            stored = 0 if offset is None else max(0, min(allocated, file_size - offset))
+            raise ValueError(
+                f"The {name} declares shape {shape} ({needed} bytes), but its "
+                f"file stores only {stored} bytes of it; expected all data to "
+                f"be stored (the file is truncated, unfinished or crafted)"
+            )
 
 
 def _all_chunks_stored(dataset: h5py.Dataset) -> bool:

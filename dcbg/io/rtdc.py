@@ -21,10 +21,16 @@ import h5py
 import hdf5plugin
 import numpy as np
 from dclab.rtdc_dataset.copier import rtdc_copy
-from dclab.rtdc_dataset.fmt_hdf5 import RTDC_HDF5
 from dclab.util import hashobj
 
 from .._version import __version__
+from .basins import (
+    BasinPolicy,
+    FileRefused,
+    PolicyMeasurement,
+    RefusedBasin,
+    check_hdf5_file,
+)
 from .images import ImageStack
 from .transaction import (
     WriterLock,
@@ -59,24 +65,39 @@ def get_compression_kwargs(compress: bool, level: int = ZSTD_LEVEL) -> dict:
 
 
 def check_input_path(path: pathlib.Path) -> pathlib.Path:
-    """Raise a clear error if `path` is not an existing HDF5 file"""
-    if not path.exists():
+    """Raise a clear error unless `path` is an existing regular HDF5 file
+
+    Nothing is opened that could block (a FIFO) or have side effects (a
+    device): the type is checked with :func:`os.stat` first.
+    """
+    path = pathlib.Path(path)
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"Input file '{path}' does not exist")
     if path.is_dir():
         raise ValueError(f"Input path '{path}' is a directory, expected an .rtdc file")
-    if not h5py.is_hdf5(path):
+    try:
+        check_hdf5_file(path)
+    except FileRefused as exc:
+        reason = str(exc)
+        if "no HDF5 signature" in reason or "is empty" in reason:
+            reason = "is not an HDF5 file"
         raise ValueError(
-            f"Input file '{path}' is not an HDF5 file; expected an .rtdc "
-            f"measurement with the 'image' feature"
-        )
+            f"Input file '{path}' {reason}; expected an .rtdc measurement "
+            f"(HDF5) with the 'image' feature"
+        ) from None
     return path
 
 
 class InputMeasurement:
     """An .rtdc measurement opened for background computation
 
-    Basins (file basins with absolute or relative paths, internal basins,
-    mapped basins) are resolved by dclab.
+    The file is opened with dclab's basins switched off; its basins are
+    resolved under a :class:`~dcbg.io.basins.BasinPolicy` (see
+    :mod:`dcbg.io.basins`): internal and mapped basins always, file
+    basins only to regular HDF5 files (inside `basin_root` if given),
+    remote basins only with `allow_remote_basins`. The ``image`` feature
+    is checked against what the file declares (event count, mapping,
+    stored chunks) and its first chunk is read before any computation.
 
     Parameters
     ----------
@@ -84,55 +105,125 @@ class InputMeasurement:
         Path to the .rtdc file
     writable: bool
         Open the file in append mode (when it is also the output file)
+    basin_root: str or pathlib.Path or None
+        Follow file basins only to files inside this directory tree
+        (symbolic links resolved); None: anywhere
+    allow_remote_basins: bool
+        Follow remote basins (http, S3, DCOR; network access)
+    policy: BasinPolicy or None
+        A ready policy instead of `basin_root` and `allow_remote_basins`
 
     Attributes
     ----------
     ds: dclab.rtdc_dataset.RTDC_HDF5
-        The dclab dataset
+        The dclab dataset; it sees only the followed basins
     h5: h5py.File
         The file handle dclab opened
     images: ImageStack
         The ``image`` feature, wherever it is stored
+    policy: BasinPolicy
+        The basin policy applied
+    refused_basins: list of RefusedBasin
+        The input's basins that were not followed, with the reason
+
+    Raises
+    ------
+    ValueError
+        If the file is not a usable measurement, or its images are
+        missing, refused or inconsistent; the message names the file
+        (and the basin)
     """
 
-    def __init__(self, path: pathlib.Path, writable: bool = False):
+    def __init__(
+        self,
+        path: pathlib.Path,
+        writable: bool = False,
+        *,
+        basin_root=None,
+        allow_remote_basins: bool = False,
+        policy: BasinPolicy | None = None,
+    ):
+        if policy is None:
+            policy = BasinPolicy.create(basin_root, allow_remote_basins)
+        self.policy = policy
         self.path = check_input_path(pathlib.Path(path))
-        h5kwargs = {"mode": "a" if writable else "r"}
-        try:
-            self.ds = RTDC_HDF5(self.path, h5kwargs=h5kwargs)
-        except OSError as exc:
-            raise ValueError(f"Cannot open input file '{self.path}': {exc}") from exc
-        except Exception as exc:  # dclab rejects files that are not RT-DC
-            raise ValueError(
-                f"Input file '{self.path}' is not a valid .rtdc measurement: {exc}"
-            ) from exc
+        self.measurement = PolicyMeasurement(self.path, policy, writable=writable)
+        self.ds = self.measurement.ds
         self.h5 = self.ds.h5file
         try:
-            if "image" not in self.ds:
-                found = sorted(self.ds.features_innate + self.ds.features_basin)
-                raise ValueError(
-                    f"Input file '{self.path}' has no 'image' feature (also "
-                    f"not in its basins); features found: {found}"
-                )
-            self.images = ImageStack(
-                self.ds["image"], name=f"'image' feature of '{self.path}'"
-            )
+            self.images = self._open_images()
         except BaseException:
             self.close()
             raise
 
+    def _open_images(self) -> ImageStack:
+        source = self.measurement.locate("image")
+        if source is None:
+            raise self.measurement.missing_feature_error("image")
+        images = ImageStack(
+            source.as_array_like(), name=source.describe("image", self.path)
+        )
+        if len(images):
+            # A damaged first chunk fails here, before an output exists.
+            images.read(0, 1)
+        return images
+
     def close(self):
-        self.ds.close()
+        self.measurement.close()
 
     @property
     def config(self):
         return self.ds.config
 
+    @property
+    def refused_basins(self) -> list[RefusedBasin]:
+        """Basins of the input (not of its basin files) that were not followed"""
+        return list(self.measurement.refused)
+
+    def followed_basins(self) -> list[dict]:
+        """Definitions of the input's basins that were followed
+
+        File basins list only the resolved path that was followed. An
+        output may carry these basins; refused ones it must not.
+        """
+        return self.measurement.basin_definitions()
+
     def get_feature(self, name: str) -> np.ndarray | None:
-        """A scalar feature as an array, resolving basins, or None"""
-        if name in self.ds.features_innate or name in self.ds.features_basin:
-            return np.asarray(self.ds[name][:])
-        return None
+        """A scalar feature as an array (one value per frame), or None
+
+        Basins are resolved under the policy; the data are checked
+        against the number of frames.
+
+        Raises
+        ------
+        ValueError
+            If the stored feature is not one value per frame; the
+            message names the file and the feature
+        """
+        source = self.measurement.locate(name)
+        if source is None:
+            return None
+        label = source.describe(name, self.path)
+        try:
+            data = source.data[:]
+            if source.index is not None:
+                data = np.asarray(data)[source.index]
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise ValueError(
+                f"Cannot read the {label}: {' '.join(str(exc).split())}"
+            ) from exc
+        data = np.asarray(data)
+        if data.ndim != 1 or data.dtype.kind not in "uif":
+            raise ValueError(
+                f"The {label} has shape {data.shape} and dtype {data.dtype}; "
+                f"expected one number per event"
+            )
+        if len(data) != len(self.images):
+            raise ValueError(
+                f"The {label} has {len(data)} values for {len(self.images)} "
+                f"frames; expected one value per frame"
+            )
+        return data
 
     def get_frame_rate(self) -> float | None:
         return self.ds.config.get("imaging", {}).get("frame rate")
@@ -146,7 +237,7 @@ class InputMeasurement:
         not follow nested basins.
         """
         feats = set(self.h5.get("events", {}).keys())
-        for bn_dict in self.ds.basins_get_dicts():
+        for bn_dict in self.followed_basins():
             if bn_dict.get("type") == "internal":
                 feats |= set(bn_dict.get("features") or [])
         return sorted(

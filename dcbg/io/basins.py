@@ -1,0 +1,1068 @@
+"""The basin policy: which other files and URLs an input may make dcbg read
+
+An RT-DC measurement may name other data through its *basins* (see
+dclab): *internal* basins (data in the same file, possibly mapped to the
+events through a ``basinmapN`` feature), *file* basins (paths to other
+.rtdc files, absolute or relative) and *remote* basins (http, S3 and
+DCOR URLs). dcbg reads measurements from instruments, collaborators and
+public repositories, and ``dcbg batch`` runs them unattended, so a
+measurement must not decide on its own which files dcbg opens or which
+hosts it contacts. dclab follows every basin it can reach; dcbg
+therefore opens measurements with dclab's basins switched off
+(``RTDC_HDF5(..., enable_basins=False)``, which keeps only internal
+basins) and resolves the other basins itself, under a
+:class:`BasinPolicy`:
+
+- internal basins (mapped or not) are always used;
+- a file basin is followed only to a regular, non-empty file with the
+  HDF5 signature (never a FIFO, device, socket, directory or a file in
+  ``/proc``, ``/sys`` or ``/dev``), checked with :func:`os.stat` and a
+  non-blocking read before HDF5 opens it; relative paths are taken
+  relative to the file that names them (never to the working
+  directory); with a basin root, only to files that resolve (symbolic
+  links followed) inside that directory tree; the basin file's
+  measurement identifier must match; file basins of basins are followed
+  under the same policy (no cycles, at most `MAX_BASIN_DEPTH` levels);
+- remote basins are never followed, and no network request is made,
+  unless the user opts in (``allow_remote_basins=True``,
+  ``--allow-remote-basins``); then dclab handles them.
+
+Basins that are not followed are *refused* (:class:`RefusedBasin`, with
+the reason); dclab's dataset of the measurement neither sees nor
+follows them, and they are not carried into output files. HDF5 external
+links, virtual datasets and external raw storage, which could reach other
+files below the level of basins, are refused too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import numbers
+import os
+import pathlib
+import re
+import stat
+
+import dclab
+import h5py
+import numpy as np
+from dclab.rtdc_dataset import feat_basin
+from dclab.rtdc_dataset.fmt_hdf5 import RTDC_HDF5
+from dclab.rtdc_dataset.fmt_hdf5.base import OldFormatNotSupportedError
+from dclab.rtdc_dataset.fmt_hdf5.basin import HDF5Basin
+
+from .images import check_storage
+
+#: the 8 bytes every HDF5 file starts with (after an optional user block)
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+#: HDF5 looks for its signature at offset 0 and at 512 * 2**k (a user
+#: block of that size may precede the data); 2**40 * 512 bytes is beyond
+#: any file, so this bounds the search
+MAX_SIGNATURE_PROBES = 40
+
+#: virtual file systems whose "regular files" are kernel interfaces
+#: (``/proc/self/environ`` reads the environment, reads of ``/sys`` files
+#: may have side effects): never basins
+VIRTUAL_FS_ROOTS = ("/proc", "/sys", "/dev")
+
+#: file basins of basins are followed this deep; real pipelines nest two
+#: or three levels (raw data -> processed -> background), deeper chains
+#: are crafted
+MAX_BASIN_DEPTH = 8
+
+#: basin formats of internal basins (data in the same file)
+INTERNAL_FORMATS = ("h5dataset", "h5datasetchop")
+
+#: basin formats of remote basins (dclab contacts a host for them)
+REMOTE_FORMATS = ("http", "s3", "dcor")
+
+#: names of the features that map events to basin events
+BASINMAP_NAME = re.compile(r"basinmap\d+")
+
+#: groups of an .rtdc file whose members dcbg or dclab access
+ACCESSED_GROUPS = ("events", "basin_events", "basins", "logs", "tables")
+
+#: how many links a soft link may point through before dcbg gives up
+#: (HDF5's own limit on link traversals is 16)
+MAX_SOFT_LINK_HOPS = 16
+
+
+class FileRefused(ValueError):
+    """A path that must not be opened; the message says why (a phrase)"""
+
+
+def describe_file_type(mode: int) -> str:
+    """What a file that is not a regular file is, e.g. "a FIFO (named pipe)" """
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def check_hdf5_file(path) -> os.stat_result:
+    """Raise :class:`FileRefused` unless `path` is a regular HDF5 file
+
+    Nothing that could block or have side effects is done: the file type
+    is checked with :func:`os.stat` before the file is opened (without
+    blocking, ``O_NONBLOCK``) to look for the HDF5 signature.
+
+    Parameters
+    ----------
+    path: str or pathlib.Path
+        The file; symbolic links are followed
+
+    Returns
+    -------
+    st: os.stat_result
+        The status of the file
+
+    Raises
+    ------
+    FileRefused
+        With a phrase saying why, e.g. "is a FIFO (named pipe), not a
+        regular file"
+    """
+    real = os.path.realpath(path)
+    for root in VIRTUAL_FS_ROOTS:
+        if real == root or real.startswith(root + "/"):
+            raise FileRefused(
+                f"resolves to '{real}' in {root}, a virtual file system, "
+                f"not a regular file"
+            )
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileRefused("does not exist") from None
+    except (OSError, ValueError) as exc:  # ValueError: embedded null byte
+        raise FileRefused(f"cannot be accessed ({exc})") from exc
+    if not stat.S_ISREG(st.st_mode):
+        kind = describe_file_type(st.st_mode)
+        raise FileRefused(f"is {kind}, not a regular file")
+    if st.st_size == 0:
+        raise FileRefused("is empty, not an HDF5 file")
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise FileRefused(f"cannot be opened ({exc.strerror})") from exc
+    try:
+        st_open = os.fstat(fd)
+        if not stat.S_ISREG(st_open.st_mode) or (st_open.st_dev, st_open.st_ino) != (
+            st.st_dev,
+            st.st_ino,
+        ):
+            raise FileRefused("changed while it was checked")
+        offsets = [0] + [512 * 2**k for k in range(MAX_SIGNATURE_PROBES)]
+        for offset in offsets:
+            if offset + len(HDF5_SIGNATURE) > st_open.st_size:
+                break
+            if os.pread(fd, len(HDF5_SIGNATURE), offset) == HDF5_SIGNATURE:
+                return st_open
+    except OSError as exc:
+        raise FileRefused(f"cannot be read ({exc.strerror})") from exc
+    finally:
+        os.close(fd)
+    raise FileRefused("is not an HDF5 file (no HDF5 signature)")
+
+
+@dataclasses.dataclass(frozen=True)
+class BasinPolicy:
+    """Which basins of an input measurement dcbg follows
+
+    Use :meth:`create` to build a policy from user options (it checks
+    them). Internal basins are always followed; see the module
+    documentation for the rules.
+
+    Attributes
+    ----------
+    basin_root: pathlib.Path or None
+        If set (a resolved directory), file basins are followed only to
+        files that resolve inside this directory tree
+    allow_remote_basins: bool
+        Follow remote basins (http, S3, DCOR); dclab then makes network
+        requests to the hosts the measurement names
+    """
+
+    basin_root: pathlib.Path | None = None
+    allow_remote_basins: bool = False
+
+    @classmethod
+    def create(cls, basin_root=None, allow_remote_basins=False) -> BasinPolicy:
+        """A policy from user options, with clear errors for bad values
+
+        Parameters
+        ----------
+        basin_root: str or pathlib.Path or None
+            Directory that confines file basins (symbolic links are
+            resolved); None: file basins anywhere
+        allow_remote_basins: bool
+            Follow remote basins (network access)
+
+        Raises
+        ------
+        TypeError
+            If `basin_root` is not a path
+        ValueError
+            If `allow_remote_basins` is not a bool or `basin_root` is not
+            a directory
+        FileNotFoundError
+            If `basin_root` does not exist
+        """
+        if not isinstance(allow_remote_basins, (bool, np.bool_)):
+            raise ValueError(
+                f"allow_remote_basins must be True or False, got "
+                f"{allow_remote_basins!r}"
+            )
+        root = None
+        if basin_root is not None:
+            if not isinstance(basin_root, (str, os.PathLike)):
+                raise TypeError(
+                    f"basin_root must be a directory path (str or "
+                    f"pathlib.Path), got {type(basin_root).__name__}"
+                )
+            given = pathlib.Path(basin_root).expanduser()
+            if not given.exists():
+                raise FileNotFoundError(
+                    f"Basin root '{given}' does not exist; expected the "
+                    f"directory that holds the files basins may refer to"
+                )
+            if not given.is_dir():
+                raise ValueError(f"Basin root '{given}' is not a directory")
+            root = pathlib.Path(os.path.realpath(given))
+        return cls(basin_root=root, allow_remote_basins=bool(allow_remote_basins))
+
+    def check_file(self, path: pathlib.Path) -> pathlib.Path:
+        """The resolved path of a file basin, if the policy allows it
+
+        Raises
+        ------
+        FileRefused
+            With the reason (outside the basin root, not a regular HDF5
+            file, ...)
+        """
+        real = pathlib.Path(os.path.realpath(path))
+        if self.basin_root is not None and not real.is_relative_to(self.basin_root):
+            raise FileRefused(
+                f"resolves to '{real}', outside the basin root '{self.basin_root}'"
+            )
+        check_hdf5_file(real)
+        return real
+
+    def describe(self) -> str:
+        """One line for logs, e.g. "file basins under '/data', no remote basins" """
+        files = (
+            f"file basins under '{self.basin_root}'"
+            if self.basin_root is not None
+            else "file basins anywhere"
+        )
+        remote = "remote basins" if self.allow_remote_basins else "no remote basins"
+        return f"internal basins, {files}, {remote}"
+
+
+@dataclasses.dataclass
+class RefusedBasin:
+    """A basin definition that dcbg did not follow
+
+    Attributes
+    ----------
+    referrer: pathlib.Path
+        The file that defines the basin
+    name: str
+        The basin's name (or its key if it has none)
+    type: str
+        Basin type ("file", "remote", ...)
+    format: str
+        Basin format ("hdf5", "http", ...)
+    locations: list of str
+        Paths or URLs of the definition
+    features: list of str or None
+        Features the basin declares (None: any)
+    reason: str
+        Why it was not followed
+    """
+
+    referrer: pathlib.Path
+    name: str
+    type: str
+    format: str
+    locations: list
+    features: list | None
+    reason: str
+
+    def provides(self, feat: str) -> bool:
+        """Whether the basin claims to hold `feat`"""
+        return self.features is None or feat in self.features
+
+    def describe(self) -> str:
+        """One line: the basin, where it points and why it was refused"""
+        where = ", ".join(f"'{loc}'" for loc in self.locations) or "no location"
+        return (
+            f"basin '{self.name}' ({self.type}/{self.format}, {where}) of "
+            f"'{self.referrer}' was refused: {self.reason}"
+        )
+
+
+@dataclasses.dataclass
+class FollowedBasin:
+    """A basin that the policy allowed, with what it resolved to
+
+    Attributes
+    ----------
+    definition: dict
+        The basin definition as stored in the file; for a file basin,
+        ``paths`` holds only the resolved path that was followed
+    basin: dclab.rtdc_dataset.feat_basin.Basin
+        The dclab basin object (given to the dclab dataset)
+    measurement: PolicyMeasurement or None
+        For file basins: the basin file, opened under the same policy
+    """
+
+    definition: dict
+    basin: object
+    measurement: PolicyMeasurement | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.definition["type"]
+
+    @property
+    def name(self) -> str:
+        return str(self.definition.get("name") or self.definition["key"])
+
+    @property
+    def mapping(self) -> str:
+        return self.definition.get("mapping") or "same"
+
+    def declares(self, feat: str) -> bool:
+        feats = self.definition.get("features")
+        return feats is None or feat in feats
+
+    def describe(self) -> str:
+        locs = self.definition.get("paths") or self.definition.get("urls") or []
+        where = f" -> '{locs[0]}'" if locs and self.kind != "internal" else ""
+        return f"basin '{self.name}'{where}"
+
+
+@dataclasses.dataclass
+class FeatureSource:
+    """Where the data of one feature of a measurement are stored
+
+    Attributes
+    ----------
+    data: h5py.Dataset or array-like
+        The stored data (an HDF5 dataset, or dclab's object for remote data)
+    index: np.ndarray or None
+        For each event of the measurement, the entry of `data` holding
+        it (mapped basins); None: entry i is event i
+    path: str
+        The file (or URL) that stores `data`
+    route: list of str
+        The basins followed to get there (for messages)
+    """
+
+    data: object
+    index: np.ndarray | None
+    path: str
+    route: list
+
+    def __len__(self):
+        return len(self.index) if self.index is not None else int(self.data.shape[0])
+
+    def describe(self, feat: str, referrer: pathlib.Path) -> str:
+        """E.g. "'image' feature of 'a.rtdc' (from basin 'raw' -> '/b.rtdc')" """
+        text = f"'{feat}' feature of '{referrer}'"
+        if self.route:
+            text += f" (from {', '.join(self.route)})"
+        return text
+
+    def as_array_like(self):
+        """The data indexed like the events (a :class:`MappedData` if mapped)"""
+        if self.index is None:
+            return self.data
+        return MappedData(self.data, self.index)
+
+
+class MappedData:
+    """Read-only view of ``data[index]`` that reads only what is asked for
+
+    It has the attributes ``feat_obj`` and ``basinmap`` of dclab's
+    ``BasinProxyFeature``, so :class:`~dcbg.io.ImageStack` reads it in
+    blocks.
+    """
+
+    def __init__(self, data, index: np.ndarray):
+        self.feat_obj = data
+        self.basinmap = index
+        self.shape = (len(index), *data.shape[1:])
+        self.dtype = data.dtype
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        indices = self.basinmap[key]
+        if np.ndim(indices) == 0:
+            return np.asarray(self.feat_obj[int(indices)])
+        if len(indices) == 0:
+            return np.empty((0, *self.shape[1:]), dtype=self.dtype)
+        lo, hi = int(indices.min()), int(indices.max()) + 1
+        return np.asarray(self.feat_obj[lo:hi])[indices - lo]
+
+
+def _policy_file_basin_class():
+    """dclab's HDF5 file basin whose dataset is opened under the policy"""
+
+    class PolicyHDF5Basin(HDF5Basin):
+        """A file basin that dcbg has checked and opened itself
+
+        dclab's own file basin opens its file with all basins enabled;
+        this one hands dclab the measurement that dcbg opened under the
+        policy, so basins of basins follow the policy too.
+        """
+
+        def __init__(self, location, *, measurement: PolicyMeasurement, **kwargs):
+            self._measurement = measurement
+            super().__init__(location, **kwargs)
+
+        def _load_dataset(self, location, **kwargs):
+            return self._measurement.ds
+
+        def is_available(self):
+            return self._measurement.ds.h5file.id.valid
+
+    return PolicyHDF5Basin
+
+
+#: created on first use (a subclass of a dclab class)
+_PolicyHDF5Basin = None
+
+
+def _decode_lines(dataset) -> str:
+    lines = []
+    for line in dataset[:]:
+        lines.append(line.decode("utf-8") if isinstance(line, bytes) else str(line))
+    return " ".join(lines)
+
+
+def _is_str_list(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+class PolicyMeasurement:
+    """An .rtdc file opened with its basins resolved under a policy
+
+    Parameters
+    ----------
+    path: pathlib.Path
+        The .rtdc file
+    policy: BasinPolicy
+        Which basins to follow
+    writable: bool
+        Open the file in append mode
+    chain: tuple of pathlib.Path
+        Resolved paths of the files whose basins led here (cycle check)
+
+    Attributes
+    ----------
+    ds: dclab.rtdc_dataset.RTDC_HDF5
+        dclab's dataset, opened with basins off; its basins are the
+        followed ones, its ``basins_get_dicts()`` lists only those
+    followed: list of FollowedBasin
+        The basins that are followed, in dclab's order of priority
+    refused: list of RefusedBasin
+        The basins that are not followed, with the reason
+
+    Raises
+    ------
+    ValueError
+        If the file is not a regular HDF5 file, not an RT-DC measurement,
+        or holds HDF5 external links; the message names the file
+    """
+
+    def __init__(
+        self,
+        path: pathlib.Path,
+        policy: BasinPolicy,
+        writable: bool = False,
+        chain: tuple = (),
+    ):
+        self.path = pathlib.Path(path)
+        self.policy = policy
+        self.real_path = pathlib.Path(os.path.realpath(self.path))
+        self.chain = (*chain, self.real_path)
+        self.followed: list[FollowedBasin] = []
+        self.refused: list[RefusedBasin] = []
+        self._event_count = None
+        self.ds = open_rtdc(self.path, writable)
+        self.h5 = self.ds.h5file
+        try:
+            check_links(self.h5, self.path, ("/", *ACCESSED_GROUPS))
+            if not isinstance(self.h5.get("events", getlink=True), h5py.HardLink) or (
+                not isinstance(self.h5["events"], h5py.Group)
+            ):
+                raise ValueError(
+                    f"File '{self.path}' has no 'events' group; expected an "
+                    f"RT-DC measurement (.rtdc) with the 'image' feature"
+                )
+            self._resolve_basins()
+            self._install_in_dclab()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        """Close the file and every basin file that was opened"""
+        # dclab closes its basins (and so the basin files) with the dataset
+        self.ds.close()
+        for fb in self.followed:
+            if fb.measurement is not None:
+                fb.measurement.close()
+
+    # basins --------------------------------------------------------------
+
+    def _read_definitions(self) -> list[dict]:
+        """Basin definitions of the file; malformed ones are refused"""
+        group = self.h5.get("basins")
+        if group is None:
+            return []
+        if not isinstance(group, h5py.Group):
+            raise ValueError(
+                f"'basins' in '{self.path}' is not a group; expected the "
+                f"basin definitions of an RT-DC measurement"
+            )
+        definitions = []
+        for key in sorted(group):
+            try:
+                bdict = json.loads(_decode_lines(group[key]))
+                if not isinstance(bdict, dict):
+                    raise ValueError("not a JSON object")
+            except (OSError, ValueError, TypeError, KeyError, RecursionError) as exc:
+                self._refuse(
+                    {"key": key}, f"its definition is not valid basin JSON ({exc})"
+                )
+                continue
+            bdict["key"] = key
+            definitions.append(bdict)
+        return sorted(definitions, key=_priority)
+
+    def _refuse(self, bdict: dict, reason: str):
+        locs = bdict.get("paths") if bdict.get("type") != "remote" else None
+        locs = locs or bdict.get("urls") or bdict.get("paths") or []
+        feats = bdict.get("features")
+        self.refused.append(
+            RefusedBasin(
+                referrer=self.path,
+                name=str(bdict.get("name") or bdict.get("key")),
+                type=str(bdict.get("type")),
+                format=str(bdict.get("format")),
+                locations=[str(loc) for loc in locs] if isinstance(locs, list) else [],
+                features=feats if _is_str_list(feats) else None,
+                reason=reason,
+            )
+        )
+
+    def _resolve_basins(self):
+        definitions = self._read_definitions()
+        keys = [bd["key"] for bd in definitions]
+        for bdict in definitions:
+            problem = self._definition_problem(bdict)
+            if problem:
+                self._refuse(bdict, problem)
+                continue
+            btype = bdict["type"]
+            try:
+                if btype == "internal":
+                    self._follow_internal(bdict, keys)
+                elif btype == "file":
+                    self._follow_file(bdict, keys)
+                elif btype == "remote":
+                    self._follow_remote(bdict, keys)
+            except _Refusal as exc:
+                self._refuse(bdict, str(exc))
+
+    def _definition_problem(self, bdict: dict) -> str | None:
+        """Why a definition cannot be used as it is, or None"""
+        btype, bformat = bdict.get("type"), bdict.get("format")
+        if btype not in ("internal", "file", "remote"):
+            return f"unknown basin type {btype!r}"
+        if btype == "internal" and bformat not in INTERNAL_FORMATS:
+            return f"unknown format {bformat!r} for an internal basin"
+        if btype == "file" and bformat != "hdf5":
+            return f"unknown format {bformat!r} for a file basin (expected 'hdf5')"
+        if btype == "remote" and bformat not in REMOTE_FORMATS:
+            return f"unknown format {bformat!r} for a remote basin"
+        locs = bdict.get("urls" if btype == "remote" else "paths")
+        if not _is_str_list(locs) or not locs:
+            what = "urls" if btype == "remote" else "paths"
+            return f"its '{what}' is not a list of strings"
+        feats = bdict.get("features")
+        if feats is not None and not _is_str_list(feats):
+            return "its 'features' is not a list of strings"
+        mapping = bdict.get("mapping", "same")
+        if mapping not in (None, "same"):
+            if not isinstance(mapping, str) or not BASINMAP_NAME.fullmatch(mapping):
+                return f"invalid mapping {mapping!r} (expected 'same' or 'basinmapN')"
+            link = self.h5["events"].get(mapping, getlink=True)
+            if not isinstance(link, (h5py.HardLink, h5py.SoftLink)):
+                return f"its mapping feature '{mapping}' is not in the file"
+            data = self.h5["events"][mapping]
+            if (
+                not isinstance(data, h5py.Dataset)
+                or data.ndim != 1
+                or data.dtype.kind not in "iu"
+            ):
+                return f"its mapping feature '{mapping}' is not a 1-D integer array"
+        return None
+
+    def _basin_kwargs(self, bdict: dict, keys: list) -> dict:
+        """Keyword arguments of dclab's basin classes (as dclab builds them)"""
+        feats = bdict.get("features")
+        return {
+            "name": bdict.get("name"),
+            "description": bdict.get("description"),
+            "features": list(feats) if feats is not None else None,
+            "mapping": bdict.get("mapping") or "same",
+            "mapping_referrer": self.ds,
+            "referrer_identifier": self.ds.get_measurement_identifier(),
+            "basin_identifier": bdict.get("identifier"),
+            "ignored_basins": list(keys),
+            "key": bdict["key"],
+        }
+
+    def _follow_internal(self, bdict: dict, keys: list):
+        location = bdict["paths"][0]
+        link = self.h5.get(location, getlink=True) if location else None
+        if not isinstance(link, (h5py.HardLink, h5py.SoftLink)) or not isinstance(
+            self.h5[location], h5py.Group
+        ):
+            raise _Refusal(f"its data group '{location}' is not in the file")
+        check_links(self.h5, self.path, (location,))
+        b_cls = feat_basin.get_basin_classes()[bdict["format"]]
+        try:
+            basin = b_cls(location, **self._basin_kwargs(bdict, keys))
+        except (ValueError, KeyError, OSError, TypeError, AssertionError) as exc:
+            raise _Refusal(f"dclab cannot use it ({exc})") from exc
+        self.followed.append(FollowedBasin(dict(bdict), basin))
+
+    def _follow_file(self, bdict: dict, keys: list):
+        global _PolicyHDF5Basin
+        if _PolicyHDF5Basin is None:
+            _PolicyHDF5Basin = _policy_file_basin_class()
+        if len(self.chain) > MAX_BASIN_DEPTH:
+            raise _Refusal(
+                f"file basins are followed at most {MAX_BASIN_DEPTH} levels deep"
+            )
+        reasons = []
+        for candidate in _candidate_paths(bdict["paths"], self.path.parent):
+            if not os.path.lexists(candidate):
+                reasons.append(f"'{candidate}' does not exist")
+                continue
+            try:
+                real = self.policy.check_file(candidate)
+            except FileRefused as exc:
+                reasons.append(f"'{candidate}' {exc}")
+                continue
+            if real in self.chain:
+                reasons.append(f"'{candidate}' refers back to '{real}' (a cycle)")
+                continue
+            try:
+                sub = PolicyMeasurement(real, self.policy, chain=self.chain)
+            except (ValueError, OSError, TypeError, KeyError) as exc:
+                reasons.append(f"'{candidate}' cannot be opened: {_one_line(exc)}")
+                continue
+            mismatch = self._identifier_mismatch(bdict, sub)
+            if mismatch:
+                sub.close()
+                reasons.append(f"'{candidate}': {mismatch}")
+                continue
+            definition = dict(bdict, paths=[str(real)])
+            try:
+                basin = _PolicyHDF5Basin(
+                    real, measurement=sub, **self._basin_kwargs(bdict, keys)
+                )
+            except Exception as exc:
+                sub.close()
+                reasons.append(f"'{candidate}': dclab cannot use it ({exc})")
+                continue
+            self.followed.append(FollowedBasin(definition, basin, sub))
+            return
+        raise _Refusal("; ".join(reasons) or "no usable path")
+
+    def _identifier_mismatch(self, bdict: dict, sub: PolicyMeasurement) -> str | None:
+        """Why the basin file is not the measurement the definition means"""
+        basin_id = sub.ds.get_measurement_identifier()
+        expected = bdict.get("identifier")
+        if expected and basin_id != expected:
+            return (
+                f"its measurement identifier is {basin_id!r}, the basin "
+                f"definition expects {expected!r}"
+            )
+        referrer_id = self.ds.get_measurement_identifier()
+        if referrer_id and basin_id:
+            mapping = bdict.get("mapping") or "same"
+            if mapping == "same" and referrer_id != basin_id:
+                return (
+                    f"its measurement identifier {basin_id!r} differs from that "
+                    f"of '{self.path}' ({referrer_id!r})"
+                )
+            if mapping != "same" and not referrer_id.startswith(basin_id):
+                return (
+                    f"its measurement identifier {basin_id!r} is not a prefix of "
+                    f"that of '{self.path}' ({referrer_id!r}), as a mapped basin's "
+                    f"must be"
+                )
+        return None
+
+    def _follow_remote(self, bdict: dict, keys: list):
+        if not self.policy.allow_remote_basins:
+            raise _Refusal(
+                "remote basins are not followed (no network access); allow "
+                "them with --allow-remote-basins (allow_remote_basins=True)"
+            )
+        b_cls = feat_basin.get_basin_classes().get(bdict["format"])
+        if b_cls is None:
+            raise _Refusal(f"dclab does not support format {bdict['format']!r}")
+        kwargs = self._basin_kwargs(bdict, keys)
+        kwargs["perishable"] = bdict.get("perishable", False)
+        for url in bdict["urls"]:
+            basin = b_cls(url, **kwargs)
+            self.followed.append(FollowedBasin(dict(bdict, urls=[url]), basin))
+
+    def _install_in_dclab(self):
+        """Make dclab's dataset see exactly the followed basins"""
+        followed = [dict(fb.definition) for fb in self.followed]
+        # dclab builds its basins once, on first access of `basins`
+        self.ds._basins = [fb.basin for fb in self.followed]
+        self.ds.basins_get_dicts = lambda: [dict(bd) for bd in followed]
+
+    def basin_definitions(self) -> list[dict]:
+        """Definitions of the followed basins (file basins: resolved path)"""
+        return [dict(fb.definition) for fb in self.followed]
+
+    def all_refused(self) -> list[RefusedBasin]:
+        """Refused basins of this file and of the basin files it follows"""
+        refused = list(self.refused)
+        for fb in self.followed:
+            if fb.measurement is not None:
+                refused += fb.measurement.all_refused()
+        return refused
+
+    # features --------------------------------------------------------------
+
+    @property
+    def event_count(self) -> int | None:
+        """Number of events the measurement declares
+
+        The attribute ``experiment:event count``, else (as dclab) the
+        length of the first feature stored in ``events``; None if neither
+        is there.
+
+        Raises
+        ------
+        ValueError
+            If the attribute is not a non-negative integer
+        """
+        if self._event_count is None:
+            value = self.h5.attrs.get("experiment:event count")
+            if value is not None:
+                if isinstance(value, np.ndarray) and value.size == 1:
+                    value = value.reshape(-1)[0]
+                if (
+                    isinstance(value, (bool, np.bool_))
+                    or not isinstance(value, numbers.Real)
+                    or not math.isfinite(value)
+                    or value < 0
+                    or value != int(value)
+                ):
+                    raise ValueError(
+                        f"File '{self.path}' declares the event count "
+                        f"{value!r} (attribute 'experiment:event count'); "
+                        f"expected a non-negative integer"
+                    )
+                self._event_count = int(value)
+            else:
+                events = self.h5["events"]
+                for name in sorted(events):
+                    link = events.get(name, getlink=True)
+                    obj = events[name] if isinstance(link, h5py.HardLink) else None
+                    if isinstance(obj, h5py.Dataset) and obj.shape and obj.shape[0]:
+                        self._event_count = int(obj.shape[0])
+                        break
+        return self._event_count
+
+    def locate(self, feat: str) -> FeatureSource | None:
+        """Where the data of `feat` are stored, checked; None if nowhere
+
+        The search order is dclab's: the ``events`` group, then internal,
+        file and remote basins in order of priority; file basins are
+        searched recursively. Stored data are checked against what the
+        file declares: the number of events, the mapping of mapped
+        basins and the storage of the dataset (:func:`check_storage`).
+
+        Raises
+        ------
+        ValueError
+            If the data are there but do not fit the measurement; the
+            message names the file, the feature and the basin
+        """
+        events = self.h5["events"]
+        if feat in events:
+            data = events[feat]
+            name = f"'{feat}' feature of '{self.path}'"
+            self._check_dataset(data, name)
+            self._check_length(len(data), name)
+            return FeatureSource(data, None, str(self.path), [])
+        for fb in self.followed:
+            if not fb.declares(feat):
+                continue
+            if fb.kind == "internal":
+                group = self.h5[fb.definition["paths"][0]]
+                if feat not in group:
+                    continue
+                data = group[feat]
+                name = f"'{feat}' feature of '{self.path}' ({fb.describe()})"
+                self._check_dataset(data, name)
+                index = self._basinmap(fb, len(data), name)
+                if index is None:
+                    self._check_length(len(data), name)
+                return FeatureSource(data, index, str(self.path), [fb.describe()])
+            if fb.kind == "file":
+                source = fb.measurement.locate(feat)
+                if source is None:
+                    continue
+                source.route.insert(0, fb.describe())
+                name = source.describe(feat, self.path)
+                index = self._basinmap(fb, len(source), name)
+                if index is None:
+                    self._check_length(len(source), name)
+                elif source.index is not None:
+                    index = source.index[index]
+                return FeatureSource(source.data, index, source.path, source.route)
+            # remote (only if allowed): dclab reads and maps the data
+            try:
+                data = fb.basin.get_feature_data(feat)
+            except Exception as exc:
+                raise ValueError(
+                    f"The '{feat}' feature of '{self.path}' is in remote "
+                    f"{fb.describe()}, which cannot be read: {_one_line(exc)}"
+                ) from exc
+            return FeatureSource(data, None, fb.definition["urls"][0], [fb.describe()])
+        return None
+
+    def missing_feature_error(self, feat: str) -> ValueError:
+        """The error for a feature that :meth:`locate` did not find
+
+        It names refused basins that would have held the feature.
+        """
+        candidates = [rb for rb in self.all_refused() if rb.provides(feat)]
+        if candidates:
+            details = "; ".join(rb.describe() for rb in candidates)
+            return ValueError(
+                f"Input file '{self.path}' has no '{feat}' feature of its own; "
+                f"the basins that could hold it were not followed: {details}"
+            )
+        found = sorted(set(self.ds.features_innate) | set(self.ds.features_basin))
+        return ValueError(
+            f"Input file '{self.path}' has no '{feat}' feature (also not in "
+            f"its basins); features found: {found}"
+        )
+
+    def _check_dataset(self, data, name: str):
+        if not isinstance(data, h5py.Dataset):
+            raise ValueError(f"The {name} is an HDF5 group; expected a dataset")
+        if data.ndim == 0:
+            raise ValueError(f"The {name} is a scalar; expected one value per event")
+        check_storage(data, name)
+
+    def _check_length(self, length: int, name: str):
+        count = self.event_count
+        if count is not None and length != count:
+            raise ValueError(
+                f"The {name} has {length} entries, but '{self.path}' declares "
+                f"{count} events; expected one entry per event"
+            )
+
+    def _basinmap(self, fb: FollowedBasin, basin_length: int, name: str):
+        """The validated mapping array of a mapped basin, None if unmapped"""
+        if fb.mapping == "same":
+            return None
+        data = self.h5["events"][fb.mapping]
+        label = f"basin mapping '{fb.mapping}' of '{self.path}'"
+        check_storage(data, label)
+        try:
+            index = np.asarray(data[:])
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"Cannot read the {label}: {_one_line(exc)}") from exc
+        self._check_length(len(index), label)
+        if index.size and (index.min() < 0 or index.max() >= basin_length):
+            raise ValueError(
+                f"The {label} refers to entries {index.min()}..{index.max()} of "
+                f"the {name}, which has {basin_length}; expected indices in "
+                f"0..{basin_length - 1}"
+            )
+        return index.astype(np.int64)
+
+
+class _Refusal(Exception):
+    """Internal: a basin is refused; the message is the reason"""
+
+
+def _priority(bdict: dict) -> str:
+    """dclab's order of basins (internal, file, remote; unmapped first)"""
+    try:
+        return feat_basin.basin_priority_sorted_key(bdict)
+    except (TypeError, AttributeError):
+        return "z"
+
+
+def _candidate_paths(locations: list, referrer_dir: pathlib.Path) -> list:
+    """Paths a file basin location may mean, in dclab's order
+
+    A relative location is relative to the referring file's folder (dclab
+    also tries the working directory; dcbg does not, the result must not
+    depend on where dcbg is started). Like dclab, the file name alone in
+    the referrer's folder is tried too, and Windows separators in relative
+    paths are translated.
+    """
+    candidates = []
+    for text in locations:
+        variants = [text]
+        if "\\" in text and os.sep == "/":
+            variants.append(text.replace("\\", "/"))
+        for variant in variants:
+            if not variant or "\0" in variant:
+                continue
+            path = pathlib.Path(variant)
+            if path.is_absolute():
+                candidates.append(path)
+            else:
+                candidates.append(referrer_dir / path)
+            if path.name:
+                candidates.append(referrer_dir / path.name)
+    return list(dict.fromkeys(candidates))
+
+
+def open_rtdc(path: pathlib.Path, writable: bool = False):
+    """dclab's dataset of an .rtdc file with file and remote basins off
+
+    Raises
+    ------
+    ValueError
+        If the file cannot be opened as an RT-DC measurement; the
+        message names the file
+    """
+    # HDF5's default locking flags (what a plain ``h5py.File(path)`` uses):
+    # with dclab's default (no locking) the user could not open the same
+    # file with h5py in this process while dcbg reads it
+    h5kwargs = {"mode": "a" if writable else "r", "locking": "best-effort"}
+    try:
+        return RTDC_HDF5(path, h5kwargs=h5kwargs, enable_basins=False)
+    except OSError as exc:
+        raise ValueError(
+            f"Cannot open '{path}' as an HDF5 file: {_one_line(exc)}"
+        ) from exc
+    except (Exception, OldFormatNotSupportedError) as exc:
+        raise ValueError(
+            f"File '{path}' is not a valid .rtdc measurement: "
+            f"{type(exc).__name__}: {_one_line(exc)}"
+        ) from exc
+
+
+def check_links(h5: h5py.File, path: pathlib.Path, groups) -> None:
+    """Raise ValueError if a group's members are HDF5 external links
+
+    An external link makes h5py open another file (any file, also a FIFO)
+    when the link is accessed. The members of `groups` (one level) and
+    the targets of soft links among them are checked; nothing is opened.
+
+    Parameters
+    ----------
+    h5: h5py.File
+        The open file
+    path: pathlib.Path
+        The file's path, for messages
+    groups: iterable of str
+        Group paths whose members are checked ("/" for the root)
+    """
+    for gname in groups:
+        if gname != "/":
+            if not _link_is_local(h5, gname, path):
+                continue
+            if not isinstance(h5.get(gname), h5py.Group):
+                continue
+        group = h5[gname]
+        try:
+            names = list(group)
+        except (OSError, RuntimeError) as exc:
+            raise ValueError(
+                f"Cannot list group '{gname}' of '{path}': {_one_line(exc)}; the "
+                f"file is damaged"
+            ) from exc
+        for name in names:
+            _link_is_local(h5, f"{group.name.rstrip('/')}/{name}", path)
+
+
+def _link_is_local(h5: h5py.File, name: str, path: pathlib.Path, hops: int = 0) -> bool:
+    """Whether `name` exists; raises ValueError if it leads to another file"""
+    parts = [p for p in name.split("/") if p]
+    current = ""
+    for part in parts:
+        current = f"{current}/{part}"
+        try:
+            link = h5.get(current, getlink=True)
+        except (OSError, RuntimeError, KeyError, ValueError) as exc:
+            raise ValueError(
+                f"Cannot read link '{current}' in '{path}': {_one_line(exc)}; the "
+                f"file is damaged"
+            ) from exc
+        if link is None:
+            return False
+        if isinstance(link, h5py.ExternalLink):
+            raise ValueError(
+                f"'{current}' in '{path}' is an HDF5 external link to "
+                f"'{link.filename}'; dcbg does not follow external links (they "
+                f"can reach any file), expected data stored in the file itself"
+            )
+        if isinstance(link, h5py.SoftLink):
+            if hops >= MAX_SOFT_LINK_HOPS:
+                raise ValueError(
+                    f"'{current}' in '{path}' is a chain of more than "
+                    f"{MAX_SOFT_LINK_HOPS} soft links"
+                )
+            target = link.path
+            if not target.startswith("/"):
+                target = f"{current.rsplit('/', 1)[0]}/{target}"
+            if not _link_is_local(h5, target, path, hops + 1):
+                return False
+    return True
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+__all__ = [
+    "BasinPolicy",
+    "FeatureSource",
+    "FileRefused",
+    "FollowedBasin",
+    "MappedData",
+    "PolicyMeasurement",
+    "RefusedBasin",
+    "check_hdf5_file",
+    "check_links",
+    "open_rtdc",
+]
+
+# dclab is imported for its side effect of registering all basin classes
+_ = dclab
