@@ -349,7 +349,8 @@ class OutputFile:
             include_tables=True,
         )
         writer = dclab.RTDCWriter(self.h5, compression_kwargs=self.compression_kwargs)
-        for bn_dict in measurement.ds.basins_get_dicts():
+        # only basins the basin policy followed (file basins: resolved path)
+        for bn_dict in measurement.followed_basins():
             self._copy_basin(writer, measurement, bn_dict)
         key = writer.store_basin(
             basin_name=measurement.path.name,
@@ -615,11 +616,12 @@ def write_errors_named(path: pathlib.Path):
         if exc.errno in DISK_FULL_ERRNOS or any(
             f"errno = {num}," in text for num in DISK_FULL_ERRNOS
         ):
-            raise OSError(
-                errno.ENOSPC,
+            error = OSError(
                 f"Not enough disk space (or file size limit reached) to write "
-                f"output file '{path}'; nothing was changed there",
-            ) from exc
+                f"output file '{path}'; nothing was changed there"
+            )
+            error.errno = errno.ENOSPC
+            raise error from exc
         raise
 
 

@@ -11,11 +11,15 @@ import os
 import pathlib
 import threading
 import time
+import warnings
+
+import numpy as np
 
 from ... import ppid
 from ..._version import __version__
 from ...io import ImageStack, InputMeasurement, OutputFile
-from ...io.rtdc import log_lines, same_file
+from ...io.basins import BasinPolicy
+from ...io.rtdc import log_lines, same_file, write_errors_named
 from ...workers import Counter, WorkerPool, close_pools
 
 
@@ -57,12 +61,34 @@ class Background(abc.ABC):
         False for faster processing.
     num_cpus: int
         Number of worker threads for the median computation. Defaults
-        to the number of CPUs available to this process.
+        to the number of CPUs available to this process; more than that
+        is reduced to it (with a warning).
+    basin_root: str or pathlib.Path or None
+        Keyword-only. Follow file basins of the input only to files that
+        resolve (symbolic links followed) inside this directory tree;
+        a basin that points elsewhere is refused (not read and not
+        carried into the output). None (default): file basins may point
+        anywhere, but only to regular HDF5 files. See
+        :mod:`dcbg.io.basins` for the whole basin policy.
+    allow_remote_basins: bool
+        Keyword-only. Follow remote basins (http, S3, DCOR) of the input;
+        dclab then contacts the hosts the file names. Default False: no
+        network access while reading the input.
     kwargs:
         Keyword arguments of the method (see :meth:`check_user_kwargs`)
     """
 
-    def __init__(self, input_data, output_path, compress=True, num_cpus=None, **kwargs):
+    def __init__(
+        self,
+        input_data,
+        output_path,
+        compress=True,
+        num_cpus=None,
+        *,
+        basin_root=None,
+        allow_remote_basins=False,
+        **kwargs,
+    ):
         self.logger = logging.getLogger(
             f"dcbg.feat.feat_background.{self.__class__.__name__}"
         )
@@ -82,17 +108,34 @@ class Background(abc.ABC):
         }
         self.kwargs.update(kwargs)
 
+        available = cpu_count()
         if num_cpus is None:
-            num_cpus = cpu_count()
+            num_cpus = available
         if (
             isinstance(num_cpus, bool)
             or not isinstance(num_cpus, numbers.Integral)
             or num_cpus < 1
         ):
             raise ValueError(f"num_cpus must be a positive integer, got {num_cpus!r}")
+        if num_cpus > available:
+            # more threads than CPUs only cost memory and switching
+            msg = (
+                f"num_cpus={num_cpus} is more than the {available} CPU(s) "
+                f"available to this process; using {available} worker threads"
+            )
+            self.logger.warning(msg)
+            warnings.warn(msg, UserWarning, stacklevel=2)
+            num_cpus = available
         #: number of CPUs (worker threads) used
         self.num_cpus = int(num_cpus)
+        if not isinstance(compress, (bool, np.bool_)):
+            raise ValueError(
+                f"compress must be True or False, got {compress!r} "
+                f"({type(compress).__name__})"
+            )
         self.compress = bool(compress)
+        #: which basins of the input are followed (see dcbg.io.basins)
+        self.basin_policy = BasinPolicy.create(basin_root, allow_remote_basins)
 
         #: fraction of images that have been processed (``.value``)
         self.image_proc = Progress()
@@ -123,7 +166,7 @@ class Background(abc.ABC):
                 in_place = input_path.exists() and same_file(
                     input_path, self.output_path
                 )
-                self.hdin = InputMeasurement(input_path)
+                self.hdin = InputMeasurement(input_path, policy=self.basin_policy)
                 self.h5in = self.hdin.h5
                 if not in_place:
                     self.paths_ref.append(input_path)
@@ -311,7 +354,8 @@ class Background(abc.ABC):
             self._processed = True
         t0 = time.perf_counter()
         try:
-            self.process_approach()
+            with write_errors_named(self.output_path):
+                self.process_approach()
             self.stamp_ppid()
             duration = time.perf_counter() - t0
             self._output.store_log(
