@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import warnings
 
 import numpy as np
@@ -27,6 +28,9 @@ class BackgroundSparseMed(Background):
         offset_correction=True,
         compress=True,
         num_cpus=None,
+        *,
+        basin_root=None,
+        allow_remote_basins=False,
     ):
         """Sparse median background correction with cleansing
 
@@ -79,12 +83,21 @@ class BackgroundSparseMed(Background):
             Whether to compress background data (Zstandard).
         num_cpus: int
             Number of worker threads. Defaults to the CPUs available.
+        basin_root: str or pathlib.Path or None
+            Keyword-only. Follow file basins of the input only to files
+            inside this directory tree (symbolic links resolved); None:
+            anywhere (regular HDF5 files only). See :mod:`dcbg.io.basins`.
+        allow_remote_basins: bool
+            Keyword-only. Follow remote basins (http, S3, DCOR) of the
+            input; default False: no network access.
         """
         super().__init__(
             input_data=input_data,
             output_path=output_path,
             compress=compress,
             num_cpus=num_cpus,
+            basin_root=basin_root,
+            allow_remote_basins=allow_remote_basins,
             kernel_size=kernel_size,
             split_time=split_time,
             thresh_cleansing=thresh_cleansing,
@@ -115,6 +128,8 @@ class BackgroundSparseMed(Background):
             self.time = self._get_time_axis()
             #: duration of the measurement, seconds
             self.duration = self.time[-1] - self.time[0]
+            # before the series is allocated (its size follows from these)
+            self._check_series_size()
             #: times of the background series, seconds
             self.step_times = np.arange(0, self.duration, self.split_time)
             if self.step_times.size == 0:
@@ -185,6 +200,50 @@ class BackgroundSparseMed(Background):
                 f"offset_correction must be True or False, got {offset_correction!r}"
             )
 
+    def _where(self) -> str:
+        return f"'{self.hdin.path}'" if self.hdin is not None else "the input array"
+
+    def _check_frame_rate(self, rate) -> float:
+        """The frame rate attribute as a positive number, or a clear error"""
+        if isinstance(rate, np.ndarray) and rate.size == 1:
+            rate = rate.reshape(-1)[0]
+        if (
+            isinstance(rate, (bool, np.bool_))
+            or not isinstance(rate, numbers.Real)
+            or not np.isfinite(rate)
+            or rate <= 0
+        ):
+            raise ValueError(
+                f"Input file {self._where()} declares the frame rate {rate!r} "
+                f"(attribute 'imaging:frame rate'); expected a positive number "
+                f"of frames per second"
+            )
+        return float(rate)
+
+    def _check_series_size(self):
+        """Raise ValueError unless the series has at most one image per frame
+
+        The series holds ``ceil(duration / split_time)`` images; a tiny
+        `split_time` would make it larger than the data (memory and time
+        without bound) without changing the background of any frame.
+        """
+        if not np.all(np.isfinite(self.time)):
+            raise ValueError(
+                f"The frame times of {self._where()} (feature 'time', or "
+                f"'frame' and the frame rate) hold non-finite values; expected "
+                f"finite times in seconds"
+            )
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            images = np.float64(self.duration) / np.float64(self.split_time)
+        if not images <= self.image_count:
+            per_frame = self.duration / self.image_count
+            raise ValueError(
+                f"split_time={self.split_time} s asks for {images:.3g} background "
+                f"images for the {self.image_count} frames ({self.duration:.3g} s) "
+                f"of {self._where()}; expected at most one background image per "
+                f"frame, i.e. split_time >= {per_frame:.3g} s"
+            )
+
     def _get_time_axis(self) -> np.ndarray:
         """Frame times in seconds, from the best source available"""
         count = self.image_count
@@ -194,6 +253,7 @@ class BackgroundSparseMed(Background):
                 return time - time[0]
             rate = self.h5in.attrs.get("imaging:frame rate")
             if rate is not None:
+                rate = self._check_frame_rate(rate)
                 frame = self.hdin.get_feature("frame")
                 if frame is not None:
                     time = frame / rate
