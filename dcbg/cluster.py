@@ -190,6 +190,8 @@ def process_file(
     compress: bool = True,
     force: bool = False,
     num_cpus: int | None = None,
+    basin_root=None,
+    allow_remote_basins: bool = False,
 ) -> FileResult:
     """Compute the background of one measurement, skipping finished work
 
@@ -212,6 +214,11 @@ def process_file(
         complete)
     num_cpus: int or None
         Worker threads for the computation (None: all CPUs)
+    basin_root: str or pathlib.Path or None
+        Follow file basins of the input only to files inside this
+        directory tree (see :mod:`dcbg.io.basins`); None: anywhere
+    allow_remote_basins: bool
+        Follow remote basins (http, S3, DCOR) of the input (network access)
 
     Returns
     -------
@@ -229,8 +236,12 @@ def process_file(
         if replace and not force:
             _check_existing_output(output_path, result)
             return result
+        basin_kwargs = {
+            "basin_root": basin_root,
+            "allow_remote_basins": allow_remote_basins,
+        }
         result.frames = _compute(
-            cls, kwargs, input_path, output_path, compress, num_cpus
+            cls, {**kwargs, **basin_kwargs}, input_path, output_path, compress, num_cpus
         )
         result.seconds = time.perf_counter() - t0
         result.status = "done"
@@ -298,7 +309,15 @@ def _worker_num_cpus() -> int | None:
     return max(1, state.nthreads // max(1, state.executing_count))
 
 
-def _task(input_path, output_path, ppid, compress, force) -> FileResult:
+def _task(
+    input_path,
+    output_path,
+    ppid,
+    compress,
+    force,
+    basin_root=None,
+    allow_remote_basins=False,
+) -> FileResult:
     """The Dask task: :func:`process_file` with the worker's threads"""
     result = process_file(
         input_path,
@@ -307,6 +326,8 @@ def _task(input_path, output_path, ppid, compress, force) -> FileResult:
         compress=compress,
         force=force,
         num_cpus=_worker_num_cpus(),
+        basin_root=basin_root,
+        allow_remote_basins=allow_remote_basins,
     )
     with contextlib.suppress(ValueError):
         result.worker = distributed.get_worker().address
@@ -427,6 +448,8 @@ def process_many(
     n_workers: int | None = None,
     threads_per_worker: int | None = None,
     progress: Callable[[FileResult], None] | None = None,
+    basin_root=None,
+    allow_remote_basins: bool = False,
 ) -> list[FileResult]:
     """Compute the backgrounds of many measurements on a Dask cluster
 
@@ -467,6 +490,14 @@ def process_many(
         Threads per LocalCluster worker (default: CPUs / workers)
     progress: callable or None
         Called with each :class:`FileResult` as it becomes available
+    basin_root: str or pathlib.Path or None
+        Follow file basins of the inputs only to files inside this
+        directory tree (symbolic links resolved; the path must be valid
+        on the workers, relative paths are made absolute here); None:
+        anywhere. See :mod:`dcbg.io.basins`.
+    allow_remote_basins: bool
+        Follow remote basins (http, S3, DCOR) of the inputs; default
+        False: the workers make no network request for an input
 
     Returns
     -------
@@ -492,6 +523,17 @@ def process_many(
             "cannot be used with client or scheduler_address"
         )
     local_cluster_size(n_workers, threads_per_worker)  # validate early
+    if basin_root is not None:
+        if not isinstance(basin_root, (str, os.PathLike)):
+            raise TypeError(
+                f"basin_root must be a directory path, got {type(basin_root).__name__}"
+            )
+        # the workers check that it is a directory (their file system counts)
+        basin_root = os.path.abspath(basin_root)
+    if not isinstance(allow_remote_basins, bool):
+        raise ValueError(
+            f"allow_remote_basins must be True or False, got {allow_remote_basins!r}"
+        )
     out_dir = pathlib.Path(os.path.abspath(out_dir))
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"Output folder '{out_dir}' is not a directory")
@@ -518,6 +560,8 @@ def process_many(
         return results
 
     run_id = uuid.uuid4().hex[:8]
+    # file times have a coarse resolution on some file systems
+    started = time.time() - 2
     with _get_client(client, scheduler_address, n_workers, threads_per_worker) as cl:
         futures = {}
         for index in todo:
@@ -528,6 +572,8 @@ def process_many(
                 bg_ppid,
                 compress,
                 force,
+                basin_root,
+                allow_remote_basins,
                 # unique, readable keys (shown on the dashboard)
                 key=f"dcbg-{inputs[index].stem}-{run_id}-{index}",
                 pure=False,
@@ -555,9 +601,53 @@ def process_many(
                         error=f"Task failed on the cluster: {describe_error(exc)}",
                     )
                 report(index, result)
-        except BaseException:
+        except BaseException as exc:
             # e.g. KeyboardInterrupt: do not leave work running on a
             # cluster that outlives this call
             cl.cancel(list(futures))
-            raise
-    return results
+            if not isinstance(exc, KeyboardInterrupt):
+                raise
+            interrupted = exc
+        else:
+            return results
+    # Tasks that were running when the batch was stopped may have finished
+    # (their output was moved into place) or not (their output path was
+    # left as it was): the outputs on disk tell which.
+    for index in todo:
+        if results[index] is None:
+            results[index] = _outcome_after_interrupt(
+                inputs[index], outputs[index], bg_ppid, started
+            )
+    raise BatchInterrupted(results) from interrupted
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """:func:`process_many` was stopped; ``results`` says what is on disk
+
+    Files computed before or while the batch stopped have status "done";
+    those it did not compute have status "stopped" (their output path is
+    as it was before the batch).
+    """
+
+    def __init__(self, results: list[FileResult]):
+        self.results = results
+        done = sum(result.status in ("done", "skipped") for result in results)
+        stopped = sum(result.status == "stopped" for result in results)
+        super().__init__(
+            f"Interrupted; {done} of {len(results)} outputs complete, {stopped} "
+            f"not computed and left as they were (run the same command again "
+            f"to resume)"
+        )
+
+
+def _outcome_after_interrupt(
+    input_path, output_path, bg_ppid: str, started: float
+) -> FileResult:
+    """What an interrupted task left: a complete new output or nothing"""
+    result = FileResult(input_path, output_path, bg_ppid, "stopped")
+    with contextlib.suppress(OSError, ValueError):
+        if output_path.stat().st_mtime >= started:
+            old_ppid, frames = read_output_ppid(output_path)
+            if old_ppid == bg_ppid:
+                result.status, result.frames = "done", frames
+    return result

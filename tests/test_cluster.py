@@ -30,6 +30,7 @@ from click.testing import CliRunner
 from dcbg import Background, get_available_background_methods
 from dcbg.cli.batch import batch
 from dcbg.cluster import (
+    BatchInterrupted,
     FileResult,
     _plan,
     canonical_ppid,
@@ -533,4 +534,46 @@ def test_worker_killed_mid_task(measurements, tmp_path):
             result.output_path, serial(result.input_path, tmp_path / "ref", ppid)
         )
     assert long_output.exists()
+    assert partial_files(out_dir) == []
+
+
+@pytest.mark.timeout(300)
+def test_interrupted_batch_reports_what_is_on_disk(measurements, tmp_path):
+    """Ctrl-C in a batch: each file is either complete or left as it was"""
+    inputs = [measurements[name] for name in ("m0", "m1", "m2", "m3")]
+    out_dir = tmp_path / "out"
+
+    def interrupt_after_first(result):
+        raise KeyboardInterrupt
+
+    with pytest.raises(BatchInterrupted) as info:
+        process_many(
+            inputs,
+            out_dir,
+            SPARSE_PPID,
+            n_workers=1,
+            threads_per_worker=1,
+            progress=interrupt_after_first,
+        )
+    results = info.value.results
+    assert [r.input_path for r in results] == [p.resolve() for p in inputs]
+    statuses = [r.status for r in results]
+    assert statuses.count("done") >= 1 and set(statuses) <= {"done", "stopped"}
+    for result in results:
+        if result.status == "done":
+            assert read_output_ppid(result.output_path)[0] == SPARSE_PPID
+        else:
+            assert not result.output_path.exists()
+    done = statuses.count("done")
+    assert str(info.value) == (
+        f"Interrupted; {done} of 4 outputs complete, {4 - done} not computed and "
+        f"left as they were (run the same command again to resume)"
+    )
+    # a rerun completes the rest and removes what killed tasks left
+    rerun = process_many(
+        inputs, out_dir, SPARSE_PPID, n_workers=1, threads_per_worker=1
+    )
+    assert [r.status for r in rerun] == [
+        "skipped" if status == "done" else "done" for status in statuses
+    ]
     assert partial_files(out_dir) == []

@@ -8,13 +8,15 @@ did (or the cluster could not be reached), 2 for usage errors.
 
 from __future__ import annotations
 
+import logging
+import os
 import pathlib
 import sys
 import time
 
 import click
 
-from ..cluster import FileResult, process_many
+from ..cluster import BatchInterrupted, FileResult, process_many
 from ..feat.feat_background import get_available_background_methods
 from .main import (
     CONTEXT_SETTINGS,
@@ -23,7 +25,12 @@ from .main import (
     progress_style,
     resolve_method,
 )
-from .options import collect_method_kwargs, make_click_option, method_options
+from .options import (
+    basin_options,
+    collect_method_kwargs,
+    make_click_option,
+    method_options,
+)
 
 #: flags of ``dcbg batch`` that method keyword arguments must not take
 BATCH_FLAGS = (
@@ -39,6 +46,8 @@ BATCH_FLAGS = (
     "quiet",
     "debug",
     "help",
+    "basin-root",
+    "allow-remote-basins",
 )
 
 
@@ -85,8 +94,10 @@ class FileProgress:
             self._bar.close()
 
 
-def format_summary(results: list[FileResult], names: list[str], seconds: float) -> str:
-    """The table of all files and a closing count line
+def format_summary(
+    results: list[FileResult], names: list[str], seconds: float | None
+) -> str:
+    """The table of all files and a closing count line (not without `seconds`)
 
     Parameters
     ----------
@@ -94,8 +105,9 @@ def format_summary(results: list[FileResult], names: list[str], seconds: float) 
         Results in input order
     names: list of str
         How each input is shown (as given on the command line)
-    seconds: float
-        Wall time of the whole batch
+    seconds: float or None
+        Wall time of the whole batch; None for an interrupted batch, whose
+        message gives the counts
     """
     rows = [("STATUS", "FRAMES", "SECONDS", "INPUT")]
     for result, name in zip(results, names, strict=True):
@@ -112,6 +124,8 @@ def format_summary(results: list[FileResult], names: list[str], seconds: float) 
         status: sum(r.status == status for r in results)
         for status in ("done", "skipped", "failed")
     }
+    if seconds is None:
+        return "\n".join(lines)
     lines.append(
         f"{counts['done']} done, {counts['skipped']} skipped, "
         f"{counts['failed']} failed of {len(results)} files in {seconds:.1f} s"
@@ -142,6 +156,7 @@ def make_batch_command(methods: dict | None = None) -> click.Command:
         "<input stem>_bg.rtdc.",
     )
     @method_options(methods)
+    @basin_options()
     @click.option(
         "--scheduler",
         metavar="ADDRESS",
@@ -183,6 +198,8 @@ def make_batch_command(methods: dict | None = None) -> click.Command:
         force,
         quiet,
         debug,
+        basin_root,
+        allow_remote_basins,
         **option_values,
     ):
         """Compute the backgrounds of many measurements on a Dask cluster
@@ -214,10 +231,14 @@ def make_batch_command(methods: dict | None = None) -> click.Command:
         configure_logging(debug)
         start = time.perf_counter()
         progress = FileProgress(len(input_paths), progress_style(quiet))
+        if not debug:
+            # Stopping a cluster makes its worker processes log cancelled
+            # tasks as multi-line warnings; the summary says what happened.
+            os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
+            logging.getLogger("distributed").setLevel(logging.ERROR)
         with command_guard(
             debug,
-            "Interrupted; unfinished files were discarded (run the same "
-            "command again to resume)",
+            "Interrupted (run the same command again to resume)",
         ):
             try:
                 results = process_many(
@@ -230,7 +251,15 @@ def make_batch_command(methods: dict | None = None) -> click.Command:
                     n_workers=n_workers,
                     threads_per_worker=threads_per_worker,
                     progress=progress,
+                    basin_root=basin_root,
+                    allow_remote_basins=allow_remote_basins,
                 )
+            except BatchInterrupted as exc:
+                progress.close()
+                if not quiet:
+                    names = [str(path) for path in input_paths]
+                    click.echo(format_summary(exc.results, names, None))
+                raise
             finally:
                 progress.close()
         seconds = time.perf_counter() - start
