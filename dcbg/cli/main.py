@@ -29,6 +29,7 @@ from ..io.rtdc import check_input_path, check_output_dir, same_file
 from ..io.transaction import STOP_SIGNALS
 from .options import (
     MethodKwarg,
+    basin_options,
     collect_method_kwargs,
     format_default,
     get_method_description,
@@ -49,6 +50,8 @@ COMPUTE_FLAGS = (
     "quiet",
     "debug",
     "help",
+    "basin-root",
+    "allow-remote-basins",
 )
 
 #: errors whose message is meant for the user as it is
@@ -385,6 +388,8 @@ def run_compute(
     num_cpus: int | None,
     force: bool,
     progress_style: str,
+    basin_root: pathlib.Path | None = None,
+    allow_remote_basins: bool = False,
 ) -> str:
     """Compute the background and return the summary line
 
@@ -418,7 +423,13 @@ def run_compute(
     bg = None
     try:
         with cls(
-            input_path, output_path, compress=compress, num_cpus=num_cpus, **kwargs
+            input_path,
+            output_path,
+            compress=compress,
+            num_cpus=num_cpus,
+            basin_root=basin_root,
+            allow_remote_basins=allow_remote_basins,
+            **kwargs,
         ) as bg:
             with ProgressDisplay(bg.get_progress, bg.image_count, progress_style):
                 bg.process()
@@ -505,6 +516,7 @@ def make_compute_command(methods: dict | None = None) -> click.Command:
         "May be INPUT itself (with --force) to write into the input file.",
     )
     @method_options(methods)
+    @basin_options()
     @click.option(
         "--num-cpus",
         type=click.IntRange(min=1),
@@ -533,6 +545,8 @@ def make_compute_command(methods: dict | None = None) -> click.Command:
         force,
         quiet,
         debug,
+        basin_root,
+        allow_remote_basins,
         **option_values,
     ):
         """Compute the background of the RT-DC measurement INPUT
@@ -564,6 +578,8 @@ def make_compute_command(methods: dict | None = None) -> click.Command:
                 num_cpus=num_cpus,
                 force=force,
                 progress_style=progress_style(quiet),
+                basin_root=basin_root,
+                allow_remote_basins=allow_remote_basins,
             )
         click.echo(summary)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import pathlib
 import re
 import types
 import typing
@@ -234,6 +235,46 @@ def method_options(methods: dict):
             default=True,
             show_default=True,
             help="Compress the background data (Zstandard); off is faster.",
+        ),
+    ]
+
+    def decorate(func):
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+#: flags of the basin policy options (reserved in ``dcbg compute`` and
+#: ``dcbg batch``)
+BASIN_FLAGS = ("basin-root", "allow-remote-basins")
+
+
+def basin_options():
+    """Decorator: the ``--basin-root`` and ``--allow-remote-basins`` options
+
+    Shared by ``dcbg compute`` and ``dcbg batch``; their values arrive as
+    ``basin_root`` (a path or None) and ``allow_remote_basins`` (bool).
+    See :mod:`dcbg.io.basins` for the policy they set.
+    """
+    options = [
+        click.option(
+            "--basin-root",
+            metavar="DIR",
+            type=click.Path(exists=True, file_okay=False, path_type=pathlib.Path),
+            default=None,
+            help="Follow file basins of the input only to files inside DIR "
+            "(symbolic links resolved); other file basins are refused and "
+            "not carried into the output. Default: file basins anywhere "
+            "(regular HDF5 files only).",
+        ),
+        click.option(
+            "--allow-remote-basins",
+            is_flag=True,
+            help="Follow remote basins (http, S3, DCOR) of the input: dcbg "
+            "then contacts the hosts that the input names. Default: remote "
+            "basins are refused and no network request is made.",
         ),
     ]
 

@@ -83,7 +83,7 @@ def check_input_path(path: pathlib.Path) -> pathlib.Path:
             reason = "is not an HDF5 file"
         raise ValueError(
             f"Input file '{path}' {reason}; expected an .rtdc measurement "
-            f"(HDF5) with the 'image' feature"
+            f"with the 'image' feature"
         ) from None
     return path
 
