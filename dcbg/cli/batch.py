@@ -177,8 +177,10 @@ def make_batch_command(methods: dict | None = None) -> click.Command:
     @click.option(
         "--force",
         is_flag=True,
-        help="Recompute outputs that exist, whatever their PPID (each is "
-        "replaced only once its new version is complete).",
+        help="Recompute outputs that exist, whatever their PPID: their "
+        "background features (image_bg, bg_off, the internal basins holding "
+        "them) and the dcbg log are replaced in one step once complete, "
+        "everything else they hold is kept.",
     )
     @click.option(
         "-q", "--quiet", is_flag=True, help="No progress; list failed files only."

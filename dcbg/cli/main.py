@@ -526,8 +526,12 @@ def make_compute_command(methods: dict | None = None) -> click.Command:
     @click.option(
         "--force",
         is_flag=True,
-        help="Replace an existing output file (only once the new one is "
-        "complete), or write into INPUT when the output is INPUT.",
+        help="Write into an existing output file or, with -o INPUT, into "
+        "INPUT itself: its background features (image_bg, bg_off and the "
+        "internal basins holding them) and the dcbg log are replaced, "
+        "everything else it holds is kept. The file changes in one step "
+        "when the new background is complete; until then, and after any "
+        "failure, it stays exactly as it was.",
     )
     @click.option("-q", "--quiet", is_flag=True, help="Do not show progress.")
     @click.option(
