@@ -217,6 +217,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
+    # keep this script's lines in order with those of the smoke test
+    sys.stdout.reconfigure(line_buffering=True)
     start = time.perf_counter()
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="dcbg-release-check-"))
     times = {}
