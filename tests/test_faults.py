@@ -302,7 +302,12 @@ def _record(entry: dict):
     "budget",
     [
         pytest.param(DEFAULT_MOMENTS, id="default"),
-        pytest.param(SLOW_MOMENTS, id="slow", marks=pytest.mark.slow),
+        # each moment is two runs of a few seconds, a hang adds 20 s
+        pytest.param(
+            SLOW_MOMENTS,
+            id="slow",
+            marks=[pytest.mark.slow, pytest.mark.timeout(3600)],
+        ),
     ],
 )
 @pytest.mark.parametrize(("method", "mode"), CASES)
