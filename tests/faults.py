@@ -481,3 +481,39 @@ def background_state(path: pathlib.Path) -> BackgroundState:
 def folder_listing(folder: pathlib.Path) -> list[str]:
     """Names in `folder` (temporary and lock files included), sorted"""
     return sorted(os.listdir(folder))
+
+
+def summarize_log(path: pathlib.Path) -> str:
+    """Per-case counts of a ``DCBG_FAULT_LOG`` file (one JSON line per run)
+
+    Counts runs, runs that got a signal, hangs, late exits, runs with lost
+    data (``data-loss``/``partial-output``), left-over files and failed
+    reruns, per method and mode.
+    """
+    import collections
+    import json
+
+    categories = ("hang", "late", "exit-code", "stray", "data-loss", "leftover")
+    table = collections.defaultdict(collections.Counter)
+    for line in pathlib.Path(path).read_text().splitlines():
+        entry = json.loads(line)
+        count = table[(entry["method"], entry["mode"])]
+        count["runs"] += 1
+        count["signalled"] += entry["signalled"]
+        kinds = {p.split(":", 1)[0] for p in entry["problems"]}
+        if "partial-output" in kinds:
+            kinds.add("data-loss")
+        for cat in categories:
+            count[cat] += cat in kinds
+        count["rerun"] += any(p.startswith("rerun:") for p in entry["problems"])
+        count["failed"] += bool(entry["problems"])
+    columns = ("runs", "signalled", *categories, "rerun", "failed")
+    lines = ["method     mode     " + " ".join(f"{c:>9}" for c in columns)]
+    for (method, mode), count in sorted(table.items()):
+        cells = " ".join(f"{count[c]:>9}" for c in columns)
+        lines.append(f"{method:<10} {mode:<8} {cells}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(summarize_log(pathlib.Path(sys.argv[1])))
