@@ -322,6 +322,9 @@ def move_into_place(
     PermissionError
         If `target` is held open by another program (Windows)
     """
+    # The data must be on disk before the rename is: otherwise a power
+    # cut could leave the new name pointing at an incomplete file.
+    sync_file(source)
     if file_identity(target) != expected:
         raise OutputChangedError(
             f"Output file '{target}' was "
@@ -331,10 +334,12 @@ def move_into_place(
         )
     if expected is None:
         _move_no_clobber(source, target, platform)
+        sync_folder(target.parent, platform)
         return
     for attempt in range(REPLACE_RETRIES):
         try:
             os.replace(source, target)
+            sync_folder(target.parent, platform)
             return
         except PermissionError:
             if platform != "win32" or attempt == REPLACE_RETRIES - 1:
@@ -343,6 +348,28 @@ def move_into_place(
                     f"another program (close it and run again)"
                 ) from None
             time.sleep(REPLACE_RETRY_DELAY)
+
+
+def sync_file(path: pathlib.Path):
+    """Write the file's data to disk (``fsync``)"""
+    # read-write: Windows flushes only handles open for writing
+    fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_folder(folder: pathlib.Path, platform: str = sys.platform):
+    """Write a rename in `folder` to disk (POSIX; Windows has no such call)"""
+    if platform == "win32":
+        return
+    with contextlib.suppress(OSError):  # some file systems refuse it
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _move_no_clobber(source: pathlib.Path, target: pathlib.Path, platform: str):
