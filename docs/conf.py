@@ -34,7 +34,8 @@ napoleon_use_rtype = False
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-autodoc_default_options = {"members": True}
+# dcnum's classes document their parameters in __init__
+autoclass_content = "both"
 
 exclude_patterns = ["_build"]
 html_theme = "sphinx_rtd_theme"
