@@ -264,7 +264,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         check_installed_package()
-        with tempfile.TemporaryDirectory(prefix="dcbg-smoke-") as tmp:
+        # Windows cannot remove a file that a virus scanner still holds open
+        with tempfile.TemporaryDirectory(
+            prefix="dcbg-smoke-", ignore_cleanup_errors=True
+        ) as tmp:
             check_quick_start(args.readme, pathlib.Path(tmp))
             check_methods(pathlib.Path(tmp))
     except SmokeError as exc:
