@@ -1,5 +1,37 @@
-"""The ``dcbg`` command: list methods, compute backgrounds, plot results"""
+"""The ``dcbg`` command: list methods, compute backgrounds, plot results
 
-from .main import main, make_cli
+:func:`main` takes over SIGINT and SIGTERM before it imports anything
+heavy: a signal during start-up ends the command with exit status 130
+(143), as one during the computation does.
+"""
+
+import signal
+import sys
+
+#: exit status of a command stopped by a signal (shell convention)
+EXIT_STATUS_BASE = 128
+
+
+def _exit_on_signal(signum, frame):
+    sys.exit(EXIT_STATUS_BASE + signum)
+
+
+def main(args=None):
+    """Entry point of the ``dcbg`` console script and ``python -m dcbg``"""
+    for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _exit_on_signal)
+    from .main import main as run
+
+    run(args)
+
+
+def __getattr__(name):
+    if name == "make_cli":
+        from .main import make_cli
+
+        return make_cli
+    raise AttributeError(f"module 'dcbg.cli' has no attribute {name!r}")
+
 
 __all__ = ["main", "make_cli"]
