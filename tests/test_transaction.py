@@ -565,3 +565,26 @@ def test_moved_folder_keeps_the_output_whole(cytoshot, tmp_path):
             assert ds["image_bg"].shape == (13, 80, 320)
     finally:
         moved.rename(tmp_path)
+
+
+def test_out_of_memory_is_a_one_line_error(cytoshot, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from dcbg.cli import make_cli
+
+    def no_memory(self):
+        raise MemoryError
+
+    monkeypatch.setattr(BackgroundRollMed, "process_approach", no_memory)
+    out = tmp_path / "out.rtdc"
+    result = CliRunner().invoke(
+        make_cli(),
+        ["compute", str(cytoshot), "-o", str(out), "--ppid", "rollmed:k=4^b=6"],
+    )
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith(
+        f"Error: Not enough memory to compute the background of '{cytoshot}'"
+    )
+    assert "--batch-size" in lines[-1]
+    assert not out.exists() and hidden_files(tmp_path) == []

@@ -55,7 +55,7 @@ COMPUTE_FLAGS = (
 )
 
 #: errors whose message is meant for the user as it is
-USER_ERRORS = (OSError, ValueError, TypeError)
+USER_ERRORS = (OSError, ValueError, TypeError, MemoryError)
 
 #: fractions at which progress is printed when stderr is not a terminal
 PROGRESS_LINE_STEPS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -435,6 +435,13 @@ def run_compute(
                 bg.process()
             bg_ppid = bg.get_ppid()
             frames = bg.image_count
+    except MemoryError as exc:
+        raise MemoryError(
+            f"Not enough memory to compute the background of '{input_path}' "
+            f"({type(exc).__name__}: {exc or 'allocation failed'}); '{output_path}' "
+            f"was left as it was. Use fewer --num-cpus or, for rollmed, a "
+            f"smaller --batch-size"
+        ) from exc
     except KeyboardInterrupt:
         if bg is not None and bg.committed:
             message = f"Interrupted after '{output_path}' was complete; it was kept"
