@@ -531,7 +531,18 @@ class PolicyMeasurement:
     # basins --------------------------------------------------------------
 
     def _read_definitions(self) -> list[dict]:
-        """Basin definitions of the file; malformed ones are refused"""
+        """Basin definitions of the file, in dclab's order of priority
+
+        A definition that is not a JSON object with a "type" is an error
+        (dclab itself, e.g. when it copies the file's metadata, fails on
+        it); other problems make the basin refused later.
+
+        Raises
+        ------
+        ValueError
+            If a definition cannot be read; the message names the file
+            and the definition's key
+        """
         group = self.h5.get("basins")
         if group is None:
             return []
@@ -543,14 +554,35 @@ class PolicyMeasurement:
         definitions = []
         for key in sorted(group):
             try:
-                bdict = json.loads(_decode_lines(group[key]))
+                item = group[key]
+                if (
+                    not isinstance(item, h5py.Dataset)
+                    or item.ndim != 1
+                    or not len(item)
+                ):
+                    raise ValueError("expected a dataset of JSON text lines")
+                bdict = json.loads(_decode_lines(item))
                 if not isinstance(bdict, dict):
                     raise ValueError("not a JSON object")
-            except (OSError, ValueError, TypeError, KeyError, RecursionError) as exc:
-                self._refuse(
-                    {"key": key}, f"its definition is not valid basin JSON ({exc})"
-                )
-                continue
+                if not isinstance(bdict.get("type"), str):
+                    raise ValueError("no basin 'type'")
+                if bdict["type"] == "internal" and not _is_str_list(
+                    bdict.get("features")
+                ):
+                    raise ValueError("an internal basin without a list of features")
+            except (
+                OSError,
+                ValueError,
+                TypeError,
+                KeyError,
+                RecursionError,
+                UnicodeDecodeError,
+            ) as exc:
+                raise ValueError(
+                    f"Basin definition '{key}' of '{self.path}' cannot be read "
+                    f"({_one_line(exc)}); expected a JSON object with the basin's "
+                    f"'type', 'format' and locations"
+                ) from exc
             bdict["key"] = key
             definitions.append(bdict)
         return sorted(definitions, key=_priority)
@@ -851,7 +883,12 @@ class PolicyMeasurement:
             # remote (only if allowed): dclab reads and maps the data
             try:
                 data = fb.basin.get_feature_data(feat)
-            except Exception as exc:
+            except (
+                Exception,
+                # dclab's basin errors are BaseExceptions
+                feat_basin.BasinNotAvailableError,
+                feat_basin.BasinIdentifierMismatchError,
+            ) as exc:
                 raise ValueError(
                     f"The '{feat}' feature of '{self.path}' is in remote "
                     f"{fb.describe()}, which cannot be read: {_one_line(exc)}"
@@ -972,10 +1009,40 @@ def open_rtdc(path: pathlib.Path, writable: bool = False):
             f"Cannot open '{path}' as an HDF5 file: {_one_line(exc)}"
         ) from exc
     except (Exception, OldFormatNotSupportedError) as exc:
-        raise ValueError(
-            f"File '{path}' is not a valid .rtdc measurement: "
-            f"{type(exc).__name__}: {_one_line(exc)}"
-        ) from exc
+        detail = f"{type(exc).__name__}: {_one_line(exc)}"
+    # outside the except block: the failed dataset (and its open file) is
+    # released with the traceback, so the file can be read again
+    bad = _find_bad_attribute(path, h5kwargs)
+    raise ValueError(f"File '{path}' is not a valid .rtdc measurement: {bad or detail}")
+
+
+def _find_bad_attribute(path, h5kwargs: dict) -> str | None:
+    """Which metadata attribute dclab cannot parse, as a phrase (or None)
+
+    dclab reads all metadata at once and its errors do not name the
+    attribute (e.g. "could not convert string to float: 'many'").
+    """
+    from dclab.rtdc_dataset.config import Configuration
+
+    # the failed dataset may still hold the file open: HDF5 reopens it only
+    # with the same file access properties (`h5kwargs` as dclab completed them)
+    try:
+        with h5py.File(path, **h5kwargs) as h5:
+            attrs = dict(h5.attrs)
+    except (OSError, ValueError, TypeError):
+        return None
+    for key, value in attrs.items():
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", errors="replace")
+        try:
+            section, name = key.split(":")
+            Configuration()[section][name] = value
+        except Exception as exc:
+            return (
+                f"attribute '{key}' has the value {value!r}, which dclab cannot "
+                f"read ({_one_line(exc)})"
+            )
+    return None
 
 
 def check_links(h5: h5py.File, path: pathlib.Path, groups) -> None:

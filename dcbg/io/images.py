@@ -75,7 +75,12 @@ class ImageStack:
             )
         if shape[1] == 0 or shape[2] == 0:
             raise ValueError(f"The {name} has empty images of shape {shape[1:]}")
-        dtype = np.dtype(getattr(source, "dtype", np.asarray(source[:1]).dtype))
+        dtype = getattr(source, "dtype", None)
+        if dtype is None:
+            # only array-likes without a dtype are read for it (an HDF5
+            # dataset has one: its first chunk is not decoded here)
+            dtype = np.asarray(source[:1]).dtype
+        dtype = np.dtype(dtype)
         if dtype.kind not in "uif":
             raise TypeError(
                 f"The {name} must hold grey values (uint8 or numbers that "
