@@ -15,6 +15,8 @@ import math
 import numbers
 import typing
 
+import numpy as np
+
 #: dcnum's pipeline generation that our results are identical to
 PPID_GENERATION = "13"
 
@@ -70,10 +72,18 @@ def get_kwarg_spec(cls) -> dict[str, tuple[type, typing.Any]]:
 
 
 def format_value(value) -> str:
-    """Format one keyword argument value for a PPID"""
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    """Format one keyword argument value for a PPID
+
+    Python and numpy scalars give the same string as in dcnum: booleans
+    are 0/1 (``np.True_`` -> ``1``), integral floats lose their ``.0``
+    (``np.float32(2.0)`` -> ``2``), other numbers are written as they
+    print (``np.float32(0.8)`` -> ``0.8``).
+    """
+    if isinstance(value, (bool, np.bool_)):
         return str(int(value))
-    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+    if isinstance(value, (numbers.Real, np.floating)) and not isinstance(
+        value, numbers.Integral
+    ):
         if math.isfinite(value) and value == int(value):
             return str(int(value))
     return f"{value}"
@@ -109,16 +119,36 @@ def kwargs_to_ppid(cls, kwargs: dict) -> str:
     return "^".join(parts)
 
 
+#: PPID texts of a boolean value, as dcnum's PPIDs write and read them
+BOOL_TEXTS = {"1": True, "0": False, "true": True, "false": False}
+BOOL_TEXTS.update({"yes": True, "no": False})
+
+
 def convert_value(text: str, dtype: type, name: str):
-    """Convert the string value of a PPID entry to the keyword's type"""
+    """Convert the string value of a PPID entry to the keyword's type
+
+    Raises
+    ------
+    ValueError
+        If `text` is not a value of `dtype`; a boolean accepts only
+        0/1, true/false and yes/no (any case), so that e.g. ``o=2`` is
+        an error rather than silently ``True``
+    """
+    if dtype is bool:
+        lower = text.strip().lower()
+        if lower in BOOL_TEXTS:
+            return BOOL_TEXTS[lower]
+        try:
+            number = float(lower)
+        except ValueError:
+            number = None
+        if number in (0, 1):  # e.g. "1.0"
+            return bool(number)
+        raise ValueError(
+            f"Value '{text}' of PPID key '{name}' is out of its domain: "
+            f"'{name}' is a boolean, expected 0 or 1 (or true/false)"
+        )
     try:
-        if dtype is bool:
-            lower = text.strip().lower()
-            if lower in ("true", "yes"):
-                return True
-            if lower in ("false", "no"):
-                return False
-            return bool(float(text))
         if dtype is int:
             return int(text)
         if dtype is float:
@@ -147,35 +177,57 @@ def ppid_to_kwargs(cls, kwargs_ppid: str) -> dict:
     Raises
     ------
     ValueError
-        For an entry without ``=``, an unknown or repeated key, or a value
-        that cannot be converted to the keyword's type
+        For an entry without ``=``, an unknown or repeated key, a value
+        that cannot be converted to the keyword's type, or values that
+        the method's ``check_user_kwargs`` rejects
     """
     spec = get_kwarg_spec(cls)
     kwargs = {name: default for name, (_, default) in spec.items()}
+    code = cls.get_ppid_code()
     if not kwargs_ppid.strip():
         return kwargs
     entries = []
     for item in kwargs_ppid.split("^"):
         key, sep, value = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise ValueError(
-                f"Invalid PPID entry '{item}' for method "
-                f"'{cls.get_ppid_code()}': expected 'key=value'"
+                f"Invalid PPID entry '{item}' for method '{code}': expected 'key=value'"
             )
         entries.append((key.strip(), value.strip()))
+    keys = [key for key, _ in entries]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise ValueError(
+            f"Duplicate key(s) {repeated} in PPID '{code}:{kwargs_ppid}'; "
+            f"give each keyword argument once"
+        )
     # Longer abbreviations first, so that e.g. "kernel" cannot steal the
-    # key that "kernel_size" names exactly.
+    # key that "kernel_size" names exactly (as dcnum resolves them).
     entries.sort(key=lambda entry: -len(entry[0]))
-    assigned = set()
+    assigned = {}
     for key, value in entries:
-        for name in spec:
-            if name not in assigned and name.startswith(key):
-                kwargs[name] = convert_value(value, spec[name][0], name)
-                assigned.add(name)
-                break
-        else:
+        candidates = [name for name in spec if name.startswith(key)]
+        if key in spec:
+            candidates = [key]
+        free = [name for name in candidates if name not in assigned]
+        if not candidates:
             raise ValueError(
                 f"Unknown key '{key}' in PPID for background method "
-                f"'{cls.get_ppid_code()}'; valid keys are {list(spec)}"
+                f"'{code}'; valid keys are {list(spec)}"
             )
+        if not free:
+            raise ValueError(
+                f"Duplicate key '{key}' in PPID '{code}:{kwargs_ppid}': "
+                f"'{candidates[0]}' is already given as "
+                f"'{assigned[candidates[0]]}'"
+            )
+        name = free[0]
+        kwargs[name] = convert_value(value, spec[name][0], name)
+        assigned[name] = key
+    try:
+        cls.check_user_kwargs(**kwargs)
+    except ValueError as exc:
+        raise ValueError(
+            f"Value out of its domain in PPID '{code}:{kwargs_ppid}': {exc}"
+        ) from exc
     return kwargs

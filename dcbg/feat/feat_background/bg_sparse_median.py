@@ -193,7 +193,7 @@ class BackgroundSparseMed(Background):
         check_real("split_time", split_time, low=0, low_open=True)
         check_real("thresh_cleansing", thresh_cleansing, low=0)
         check_real("frac_cleansing", frac_cleansing, low=0, high=1, low_open=True)
-        if not isinstance(offset_correction, (bool, np.bool_, int)) or (
+        if not isinstance(offset_correction, (bool, np.bool_, numbers.Integral)) or (
             offset_correction not in (0, 1)
         ):
             raise ValueError(
