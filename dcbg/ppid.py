@@ -55,6 +55,26 @@ def get_unique_prefixes(names: list[str]) -> list[str]:
     return prefixes
 
 
+def resolve_annotations(func) -> None:
+    """Replace string annotations of `func` by the types they name
+
+    With ``from __future__ import annotations`` a method's annotations are
+    strings (``"int"``); dcnum's ``convert_to_dtype`` and tools that read
+    ``inspect`` signatures need the types themselves. Names that cannot
+    be resolved (e.g. forward references) are left as they are.
+    """
+    annotations = getattr(func, "__annotations__", None)
+    if not annotations or not any(isinstance(a, str) for a in annotations.values()):
+        return
+    try:
+        hints = typing.get_type_hints(func)
+    except (NameError, TypeError, AttributeError):
+        return
+    for name in annotations:
+        if name in hints:
+            annotations[name] = hints[name]
+
+
 def get_kwarg_spec(cls) -> dict[str, tuple[type, typing.Any]]:
     """Keyword arguments of ``cls.check_user_kwargs``: name -> (type, default)
 

@@ -78,6 +78,13 @@ class Background(abc.ABC):
         Keyword arguments of the method (see :meth:`check_user_kwargs`)
     """
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # dcnum (convert_to_dtype), ChipStream and inspect-based tools read
+        # the annotations of check_user_kwargs as types, also in modules
+        # with ``from __future__ import annotations``
+        ppid.resolve_annotations(cls.check_user_kwargs)
+
     def __init__(
         self,
         input_data,
