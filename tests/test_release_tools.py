@@ -135,7 +135,7 @@ def test_clean_environment_has_only_the_virtualenv_on_its_path(tmp_path):
 
 def test_quick_start_command_is_read_from_the_readme():
     command = smoke_wheel.readme_quick_start(ROOT / "README.md")
-    assert command.startswith("dcbg compute ")
+    assert command.startswith("python -I -m dcbg.data example.rtdc && dcbg compute ")
     assert "pip install" not in command
     assert "-o example_bg.rtdc" in command
 
