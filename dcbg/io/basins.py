@@ -777,6 +777,40 @@ class PolicyMeasurement:
         self.ds._basins = [fb.basin for fb in self.followed]
         self.ds.basins_get_dicts = lambda: [dict(bd) for bd in followed]
 
+    def check_readable(self, groups=("logs", "tables")):
+        """Read the datasets of `groups` once, so that damage fails now
+
+        Outputs copy the input's logs and tables; a damaged one would
+        otherwise fail in the middle of writing, with HDF5's words only.
+
+        Raises
+        ------
+        ValueError
+            If a dataset cannot be read; the message names the file and
+            the dataset
+        """
+        for gname in groups:
+            try:
+                group = self.h5.get(gname)
+                if group is None:
+                    continue
+                if not isinstance(group, h5py.Group):
+                    raise ValueError(f"'{gname}' is not a group")
+                for name in group:
+                    item = group[name]
+                    if isinstance(item, h5py.Dataset):
+                        label = f"'{gname}/{name}' of '{self.path}'"
+                        check_storage(item, label)
+                        item[()]
+            except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
+                text = _one_line(exc)
+                if str(self.path) in text:
+                    raise
+                raise ValueError(
+                    f"Cannot read '{gname}' of '{self.path}': {text}; the file "
+                    f"is damaged"
+                ) from exc
+
     def basin_definitions(self) -> list[dict]:
         """Definitions of the followed basins (file basins: resolved path)"""
         return [dict(fb.definition) for fb in self.followed]
@@ -869,7 +903,14 @@ class PolicyMeasurement:
                     self._check_length(len(data), name)
                 return FeatureSource(data, index, str(self.path), [fb.describe()])
             if fb.kind == "file":
-                source = fb.measurement.locate(feat)
+                try:
+                    source = fb.measurement.locate(feat)
+                except ValueError as exc:
+                    # the basin file's own problem: say how it was reached
+                    raise ValueError(
+                        f"{_one_line(exc)} (reached from '{self.path}' through "
+                        f"{fb.describe()})"
+                    ) from exc
                 if source is None:
                     continue
                 source.route.insert(0, fb.describe())
@@ -1029,7 +1070,7 @@ def _find_bad_attribute(path, h5kwargs: dict) -> str | None:
     try:
         with h5py.File(path, **h5kwargs) as h5:
             attrs = dict(h5.attrs)
-    except (OSError, ValueError, TypeError):
+    except Exception:  # only a diagnosis: dclab's own error is reported then
         return None
     for key, value in attrs.items():
         if isinstance(value, bytes):

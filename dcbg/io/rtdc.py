@@ -152,6 +152,8 @@ class InputMeasurement:
         self.h5 = self.ds.h5file
         try:
             self.images = self._open_images()
+            # outputs copy these: damage there must fail before any output
+            self.measurement.check_readable(("logs", "tables"))
         except BaseException:
             self.close()
             raise

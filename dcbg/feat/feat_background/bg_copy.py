@@ -32,15 +32,54 @@ class BackgroundCopy(Background):
                 raise ValueError(
                     f"Input file '{self.hdin.path}' has no 'image_bg' feature to copy"
                 )
+            self._check_input_background()
         except BaseException:
             self.close()
             raise
+
+    def _check_input_background(self):
+        """Check ``image_bg``/``bg_off`` against the frames, before any copy
+
+        Declared sizes must fit (one background image and one offset per
+        frame, all chunks stored) and the first chunk must be readable.
+        """
+        path = self.hdin.path
+        source = self.hdin.measurement.locate("image_bg")
+        if source is None:
+            raise self.hdin.measurement.missing_feature_error("image_bg")
+        name = source.describe("image_bg", path)
+        if len(source) != self.image_count:
+            raise ValueError(
+                f"The {name} has {len(source)} entries for {self.image_count} "
+                f"frames; expected one background image per frame"
+            )
+        stack = ImageStack(source.as_array_like(), name=name)
+        if stack.frame_shape != self.image_shape:
+            raise ValueError(
+                f"The {name} has images of shape {stack.frame_shape}, the "
+                f"frames {self.image_shape}; expected the same shape"
+            )
+        stack.read(0, 1)
+        self.hdin.get_feature("bg_off")  # checks length and type
 
     @staticmethod
     def check_user_kwargs():
         """BackgroundCopy has no keyword arguments"""
 
     def process_approach(self):
+        """Copy ``image_bg`` and ``bg_off``; read errors name the input file"""
+        try:
+            self._copy_background()
+        except (OSError, RuntimeError, KeyError) as exc:
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            if str(self.hdin.path) in text:
+                raise
+            raise OSError(
+                f"Cannot copy the background of input file '{self.hdin.path}': "
+                f"{text}; the file is damaged"
+            ) from exc
+
+    def _copy_background(self):
         """Copy ``image_bg`` and ``bg_off`` from the input to the output
 
         The output is always a staged file apart from the input (also in
