@@ -18,10 +18,10 @@ Use :func:`plot_background` for a :class:`matplotlib.figure.Figure` or
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import pathlib
 
-import dclab
 import h5py
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -29,6 +29,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .io.basins import BasinPolicy, PolicyMeasurement
 from .io.rtdc import check_input_path, check_output_dir
 
 #: figure width in inches; the height follows from the panels shown
@@ -173,7 +174,11 @@ def load_background_data(path, frame: int | None = None) -> BackgroundData:
         frame is out of range
     """
     path = check_input_path(pathlib.Path(path))
-    with dclab.new_dataset(path) as ds:
+    # basins under dcbg's default policy (no remote basins, file basins
+    # only to regular HDF5 files), as for computing
+    measurement = PolicyMeasurement(path, BasinPolicy())
+    with contextlib.closing(measurement):
+        ds = measurement.ds
         # the file handle dclab opened: the basin structure is read from it
         h5 = ds.h5file
         for feature in ("image_bg", "image"):

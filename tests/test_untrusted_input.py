@@ -426,6 +426,11 @@ def test_remote_basins_make_no_request(tmp_path, http_server):
     assert result.exit_code == 1
     assert "remote basins are not followed" in result.stderr
 
+    # dcbg plot reads the output and, through it, the input's basins
+    from dcbg.plot import save_background_plot
+
+    save_background_plot(out, tmp_path / "out.png")
+
     time.sleep(1)  # dclab checks basins in background threads
     assert seen == []
 
