@@ -8,8 +8,10 @@ import http.server
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -219,7 +221,7 @@ def test_output_carries_no_refused_basin(tree, tmp_path):
 @pytest.mark.parametrize(
     "target, reason",
     [
-        ("/dev/zero", "in /dev, a virtual file system"),
+        ("/dev/zero", "'/dev/zero' is a character device, not a regular file"),
         ("/proc/self/environ", "in /proc, a virtual file system"),
         ("/etc/passwd", "is not an HDF5 file (no HDF5 signature)"),
         ("{tmp}/missing.rtdc", "does not exist"),
@@ -887,3 +889,18 @@ def test_process_many_with_basin_root(tree, tmp_path):
         )
     assert [r.status for r in results] == ["failed", "done"]
     assert "outside the basin root" in results[0].error
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm")
+def test_regular_files_in_dev_shm_are_fine(tmp_path):
+    """/dev/shm is a RAM disk with regular files, not a device"""
+    shm = pathlib.Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        raw = shm / "raw.rtdc"
+        raw.write_bytes(CYTOSHOT.read_bytes())
+        inp = craft(tmp_path / "in.rtdc", [file_basin(raw)], image=False)
+        with BackgroundRollMed(inp, tmp_path / "out.rtdc", **ROLL) as bg:
+            assert bg.hdin.refused_basins == []
+            bg.process()
+    finally:
+        shutil.rmtree(shm)

@@ -16,7 +16,7 @@ basins) and resolves the other basins itself, under a
 - internal basins (mapped or not) are always used;
 - a file basin is followed only to a regular, non-empty file with the
   HDF5 signature (never a FIFO, device, socket, directory or a file in
-  ``/proc``, ``/sys`` or ``/dev``), checked with :func:`os.stat` and a
+  ``/proc`` or ``/sys``), checked with :func:`os.stat` and a
   non-blocking read before HDF5 opens it; relative paths are taken
   relative to the file that names them (never to the working
   directory); with a basin root, only to files that resolve (symbolic
@@ -65,8 +65,9 @@ MAX_SIGNATURE_PROBES = 40
 
 #: virtual file systems whose "regular files" are kernel interfaces
 #: (``/proc/self/environ`` reads the environment, reads of ``/sys`` files
-#: may have side effects): never basins
-VIRTUAL_FS_ROOTS = ("/proc", "/sys", "/dev")
+#: may have side effects): never basins. ``/dev`` holds devices, which
+#: are not regular files anyway, and ``/dev/shm``, a RAM disk for real files.
+VIRTUAL_FS_ROOTS = ("/proc", "/sys")
 
 #: file basins of basins are followed this deep; real pipelines nest two
 #: or three levels (raw data -> processed -> background), deeper chains

@@ -29,6 +29,10 @@ class BackgroundCopy(Background):
                 )
             ds = self.hdin.ds
             if "image_bg" not in ds.features_innate + ds.features_basin:
+                measurement = self.hdin.measurement
+                if any(rb.provides("image_bg") for rb in measurement.all_refused()):
+                    # say which basin was refused and why
+                    raise measurement.missing_feature_error("image_bg")
                 raise ValueError(
                     f"Input file '{self.hdin.path}' has no 'image_bg' feature to copy"
                 )
