@@ -241,7 +241,9 @@ def run_case(data: FaultData, method, mode, kind, moment, label="moment", rerun=
     problems = signal_violations(outcome)
     if kind is None and outcome.returncode != 0:
         problems.append(f"exit-code: uninterrupted run exited {outcome.returncode}")
-    problems += check_files(data, mode, inp, out, source, new, outcome.returncode)
+    problems += check_files(
+        data, mode, inp, out, source, new, outcome.returncode, outcome.signalled
+    )
 
     if rerun:
         # the same command again (--force if an output is there now) must
@@ -261,20 +263,30 @@ def run_case(data: FaultData, method, mode, kind, moment, label="moment", rerun=
     return outcome, problems
 
 
-def check_files(data, mode, inp, out, source, new, returncode) -> list[str]:
-    """The file invariants after a run that exited with `returncode`"""
+def check_files(
+    data, mode, inp, out, source, new, returncode, signalled=False
+) -> list[str]:
+    """The file invariants after a run that exited with `returncode`
+
+    New output: the output path holds nothing unless the run exited 0,
+    and then the complete new output. The one exception: a signal that
+    came after the complete output was moved into place (SIGKILL cannot be
+    deferred; this happens today, in the instant before the process ends)
+    may leave the complete output; never a partial one.
+    """
     problems = []
     if mode == "new":
         if file_digest(inp) != data.digest[source]:
             problems.append("data-loss: the input file changed")
-        if returncode != 0:
-            if out.exists():
-                problems.append(
-                    f"partial-output: '{out.name}' exists after exit {returncode}"
-                )
-            return problems
         if not out.exists():
-            return problems + [f"data-loss: exit 0 but no '{out.name}'"]
+            if returncode == 0:
+                problems.append(f"data-loss: exit 0 but no '{out.name}'")
+            return problems
+        if returncode != 0 and not signalled:
+            problems.append(
+                f"partial-output: '{out.name}' exists after exit {returncode}"
+            )
+            return problems
     else:
         problems += data.snapshot.violations(inp)
     try:
@@ -287,6 +299,11 @@ def check_files(data, mode, inp, out, source, new, returncode) -> list[str]:
     label = _state_label(state, data, new)
     if returncode == 0 and label != "new":
         problems.append(f"data-loss: exit 0 but the background is {label}")
+    elif mode == "new" and label != "new":
+        problems.append(
+            f"partial-output: '{out.name}' exists after exit {returncode} "
+            f"and its background is {label}"
+        )
     elif mode == "inplace" and label not in ("old", "new"):
         problems.append(f"data-loss: the background is {label}")
     return problems
