@@ -650,6 +650,88 @@ def check_output_dir(path: pathlib.Path):
         )
 
 
+#: The attributes with which dcnum 0.31.0's job runner (DCNumJobRunner)
+#: decides whether the background of its input can be reused: it
+#: recomputes the background unless the input has "image_bg" and all
+#: three equal the job's pipeline generation, data PPID and background
+#: PPID. (The other pipeline attributes and "pipeline:dcnum hash" only
+#: decide whether segmentation is redone; a new background changes the
+#: hash, so those stay as the input has them.)
+PIPELINE_BACKGROUND_ATTRS = (
+    "pipeline:dcnum generation",
+    "pipeline:dcnum data",
+    "pipeline:dcnum background",
+)
+
+
+def dcnum_data_ppid(pixel_size) -> str:
+    """dcnum's data PPID of a whole measurement with this pixel size
+
+    dcnum's job names its input data by the pixel size (8 decimals,
+    trailing zeros dropped) and the index mapping, ``0`` for all events;
+    dcbg always computes the background of all frames.
+    """
+    return f"hdf:p={float(pixel_size):.8f}".rstrip("0") + "^i=0"
+
+
+def dcnum_can_reuse_background(h5: h5py.File) -> bool:
+    """Whether dcnum 0.31.0's job runner can read the background of `h5`
+
+    On reuse the runner reads "image_bg" through a file basin that sees
+    only the file's "events" group: a background held in an internal
+    basin (sparse median: "basin_events/image_bg") is listed but not
+    found there, and the runner retries the read forever (dcnum's own
+    outputs too). Such a file must not claim its background, so that
+    dcnum recomputes it instead.
+    """
+    return "events" in h5 and "image_bg" in h5["events"]
+
+
+def clear_pipeline_background(h5: h5py.File):
+    """Remove the background claims of `PIPELINE_BACKGROUND_ATTRS`
+
+    For a staged output that does not hold a finished background (yet):
+    without them dcnum's job runner recomputes the background.
+    """
+    for key in PIPELINE_BACKGROUND_ATTRS:
+        if key in h5.attrs:
+            del h5.attrs[key]
+
+
+def set_pipeline_background(h5: h5py.File, bg_ppid: str, generation: str):
+    """Make the pipeline attributes name the background `h5` holds
+
+    Sets `PIPELINE_BACKGROUND_ATTRS` as dcnum's job runner writes them, so
+    that a later dcnum job with the same background PPID (and pixel size,
+    without index mapping) reuses the background and any other job
+    recomputes it. The data PPID uses the file's own "imaging:pixel
+    size" (0 if missing), which is what dcnum's job reads from it. A
+    background that dcnum cannot reuse (see
+    :func:`dcnum_can_reuse_background`) is not claimed at all.
+    """
+    clear_pipeline_background(h5)
+    if not dcnum_can_reuse_background(h5):
+        return
+    pixel_size = h5.attrs.get("imaging:pixel size", 0)
+    h5.attrs["pipeline:dcnum generation"] = str(generation)
+    h5.attrs["pipeline:dcnum data"] = dcnum_data_ppid(pixel_size)
+    h5.attrs["pipeline:dcnum background"] = str(bg_ppid)
+
+
+def copy_pipeline_background(src: h5py.File, dst: h5py.File):
+    """Carry the background claims of `src` to `dst` (copied backgrounds)
+
+    Only where `dst` holds its background as dcnum can reuse it (see
+    :func:`dcnum_can_reuse_background`).
+    """
+    clear_pipeline_background(dst)
+    if not dcnum_can_reuse_background(dst):
+        return
+    for key in PIPELINE_BACKGROUND_ATTRS:
+        if key in src.attrs:
+            dst.attrs[key] = src.attrs[key]
+
+
 def log_lines(record: dict) -> list[str]:
     """A log entry as indented JSON lines"""
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record}

@@ -19,7 +19,13 @@ from ... import ppid
 from ..._version import __version__
 from ...io import ImageStack, InputMeasurement, OutputFile
 from ...io.basins import BasinPolicy
-from ...io.rtdc import log_lines, same_file, write_errors_named
+from ...io.rtdc import (
+    clear_pipeline_background,
+    log_lines,
+    same_file,
+    set_pipeline_background,
+    write_errors_named,
+)
 from ...workers import Counter, WorkerPool, close_pools
 
 
@@ -197,6 +203,9 @@ class Background(abc.ABC):
             self._output = OutputFile(
                 self.output_path, self.hdin, compress, event_count=self.image_count
             )
+            # the staged output holds no finished background yet, so it
+            # must not claim the input's (see stamp_pipeline)
+            clear_pipeline_background(self._output.h5)
             self.h5out = self._output.h5
             #: dclab.RTDCWriter for the output file
             self.writer = self._output.writer
@@ -364,6 +373,7 @@ class Background(abc.ABC):
             with write_errors_named(self.output_path):
                 self.process_approach()
             self.stamp_ppid()
+            self.stamp_pipeline()
             duration = time.perf_counter() - t0
             self._output.store_log(
                 "dcbg-background",
@@ -411,6 +421,23 @@ class Background(abc.ABC):
                 "dcnum ppid generation": ppid.PPID_GENERATION,
             }
         )
+
+    def stamp_pipeline(self):
+        """Make the output's pipeline attributes name this background
+
+        Sets "pipeline:dcnum generation", "pipeline:dcnum data" and
+        "pipeline:dcnum background" as dcnum's job runner reads them, so
+        that a later dcnum run with the same background PPID reuses the
+        background and one with another PPID recomputes it (see
+        :func:`dcbg.io.rtdc.set_pipeline_background`). A background that
+        dcnum 0.31.0 cannot reuse (held in an internal basin, as the
+        sparse median's) and the result of array input (no measurement to
+        describe) claim nothing, so that dcnum recomputes them.
+        """
+        if self.hdin is not None:
+            set_pipeline_background(
+                self._output.h5, self.get_ppid(), ppid.PPID_GENERATION
+            )
 
     @abc.abstractmethod
     def process_approach(self):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...io import ImageStack
+from ...io.rtdc import copy_pipeline_background
 from .base import Background
 
 
@@ -135,6 +136,10 @@ class BackgroundCopy(Background):
         for start, stop in stack.iter_blocks():
             dset[start:stop] = stack.read(start, stop)
             self.image_proc.value = stop / len(stack)
+
+    def stamp_pipeline(self):
+        """Keep the input's pipeline claims: the copied data are the input's"""
+        copy_pipeline_background(self.h5in, self._output.h5)
 
     def stamp_ppid(self):
         """Keep the PPID of the copied data (it names how they were made)"""
