@@ -150,15 +150,15 @@ def test_other_layouts_fall_back_to_h5py(tmp_path, pool, kwargs):
         assert np.array_equal(stack.read(3, 27, pool=pool), frames[3:27])
 
 
-def test_unwritten_chunks_fall_back(tmp_path, pool):
+def test_unwritten_chunks_are_an_error(tmp_path):
+    """Declared but unstored frames would be read as fill values (issue 13)"""
     with h5py.File(tmp_path / "d.h5", "w") as h5:
         ds = h5.create_dataset(
             "img", shape=(30, 4, 5), dtype=np.uint8, chunks=(10, 4, 5)
         )
         ds[:10] = 7
-        stack = ImageStack(ds)
-        assert stack.codec is None
-        assert np.array_equal(stack.read(0, 30, pool=pool)[10:], np.zeros((20, 4, 5)))
+        with pytest.raises(ValueError, match="stores only 1 of its 3 chunks"):
+            ImageStack(ds)
 
 
 @pytest.mark.parametrize("filters", list(FILTERS))

@@ -17,7 +17,7 @@ import os
 import h5py
 import numpy as np
 
-from .chunks import ChunkCodec, read_frames, sum_top_rows
+from .chunks import ChecksumError, ChunkCodec, read_frames, sum_top_rows
 
 #: read about this many bytes at once when the source is not chunked
 DEFAULT_BLOCK_BYTES = 8 * 1024**2
@@ -178,15 +178,22 @@ class ImageStack:
         """Errors of h5py and the decoders name the stack and the frames"""
         try:
             yield
-        except ImageReadError:
-            raise
+        except (ImageReadError, ChecksumError) as exc:
+            # a checksum error stays one (callers may tell it apart)
+            if self.name in str(exc):
+                raise
+            text = " ".join(str(exc).split())
+            raise type(exc)(
+                f"Cannot read frames {start}..{stop - 1} of the {self.name}: {text}"
+            ) from exc
         except READ_ERRORS as exc:
             if isinstance(exc, ValueError) and self.name in str(exc):
                 raise  # our own message (grey values out of range, ...)
             text = " ".join(str(exc).split()) or type(exc).__name__
+            if "corrupt" not in text and "damaged" not in text:
+                text += "; the file is damaged or not a valid .rtdc file"
             raise ImageReadError(
-                f"Cannot read frames {start}..{stop - 1} of the {self.name}: "
-                f"{text}; the file is damaged or not a valid .rtdc file"
+                f"Cannot read frames {start}..{stop - 1} of the {self.name}: {text}"
             ) from exc
         except Exception as exc:
             # e.g. zstandard.ZstdError of a corrupt compressed chunk
@@ -353,7 +360,12 @@ def check_storage(dataset: h5py.Dataset, name: str):
         try:
             allocated = dataset.id.get_storage_size()
             offset = dataset.id.get_offset()
-            file_size = os.path.getsize(dataset.file.filename)
+            # a file open for writing may hold data not yet on disk
+            file_size = (
+                os.path.getsize(dataset.file.filename)
+                if dataset.file.mode == "r"
+                else math.inf
+            )
         except (OSError, RuntimeError) as exc:
             raise ValueError(
                 f"Cannot read the storage of the {name}: {exc}; the file is damaged"
