@@ -221,8 +221,10 @@ def pytest_command(suite: pathlib.Path, *args: str) -> list[str]:
 
 def suite_env(**extra) -> dict:
     env = dict(os.environ)
+    # the plugin beside this file; dcbg from this checkout even if it is
+    # not installed
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(HERE), *filter(None, [env.get("PYTHONPATH")])]
+        [str(HERE), str(HERE.parent), *filter(None, [env.get("PYTHONPATH")])]
     )
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update(extra)
