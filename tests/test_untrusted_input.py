@@ -704,13 +704,26 @@ def test_split_time_with_more_images_than_frames(cytoshot, tmp_path, split_time)
     message = str(info.value)
     assert message.startswith(f"split_time={split_time} s asks for")
     assert "for the 13 frames" in message and f"of '{cytoshot}'" in message
-    assert "expected at most one background image per frame" in message
+    assert "expected at most 4 background images per frame" in message
     result = run_cli(
         "compute", cytoshot, "--method", "sparsemed", "--split-time", split_time
     )
     assert result.exit_code == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"Error: split_time={split_time} s asks for")
+
+
+def test_split_time_with_a_few_images_per_frame_warns(cytoshot, tmp_path):
+    # dcnum computes such a series (its own tests do, with 1.8 per frame)
+    with h5py.File(cytoshot) as h5:
+        time_ = h5["events/time"][:]
+    per_frame = (time_[-1] - time_[0]) / 13
+    with pytest.warns(UserWarning, match="most of them serve no frame"):
+        with BackgroundSparseMed(
+            cytoshot, tmp_path / "out.rtdc", split_time=per_frame / 2, kernel_size=3
+        ) as bg:
+            bg.process()
+    assert len(bg.step_times) > 13
 
 
 def test_split_time_of_one_image_per_frame_is_fine(cytoshot, tmp_path):

@@ -16,6 +16,14 @@ from .base import Background, check_positive_int, check_real
 OFFSET_ROWS = 20
 
 
+#: Upper bound of background images per frame in the series: above it,
+#: memory grows without bound (a tiny split_time). dcnum computes every image
+#: of the series and its own tests use up to 1.8 images per frame, so the
+#: bound leaves room for that and still limits the series to a few times
+#: the size of the decompressed input.
+MAX_SERIES_IMAGES_PER_FRAME = 4
+
+
 class BackgroundSparseMed(Background):
     def __init__(
         self,
@@ -221,11 +229,14 @@ class BackgroundSparseMed(Background):
         return float(rate)
 
     def _check_series_size(self):
-        """Raise ValueError unless the series has at most one image per frame
+        """Warn about a series larger than the data, refuse a runaway one
 
-        The series holds ``ceil(duration / split_time)`` images; a tiny
-        `split_time` would make it larger than the data (memory and time
-        without bound) without changing the background of any frame.
+        The series holds ``ceil(duration / split_time)`` images, whatever
+        the number of frames. A `split_time` shorter than the time between
+        frames gives more images than frames (dcnum computes them all, and
+        its own tests do this with up to 1.8 images per frame, so dcbg
+        does too, with a warning); a tiny `split_time` would need memory
+        and time without bound, which is an error.
         """
         if not np.all(np.isfinite(self.time)):
             raise ValueError(
@@ -235,14 +246,25 @@ class BackgroundSparseMed(Background):
             )
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
             images = np.float64(self.duration) / np.float64(self.split_time)
-        if not images <= self.image_count:
-            per_frame = self.duration / self.image_count
+        per_frame = self.duration / self.image_count
+        limit = MAX_SERIES_IMAGES_PER_FRAME * self.image_count
+        if not images <= limit:
             raise ValueError(
                 f"split_time={self.split_time} s asks for {images:.3g} background "
                 f"images for the {self.image_count} frames ({self.duration:.3g} s) "
-                f"of {self._where()}; expected at most one background image per "
-                f"frame, i.e. split_time >= {per_frame:.3g} s"
+                f"of {self._where()}; expected at most "
+                f"{MAX_SERIES_IMAGES_PER_FRAME} background images per frame, i.e. "
+                f"split_time >= {per_frame / MAX_SERIES_IMAGES_PER_FRAME:.3g} s"
             )
+        if images > self.image_count:
+            msg = (
+                f"split_time={self.split_time} s gives {images:.3g} background "
+                f"images for the {self.image_count} frames of {self._where()}; "
+                f"most of them serve no frame (split_time >= {per_frame:.3g} s "
+                f"gives at most one per frame)"
+            )
+            self.logger.warning(msg)
+            warnings.warn(msg, UserWarning, stacklevel=3)
 
     def _get_time_axis(self) -> np.ndarray:
         """Frame times in seconds, from the best source available"""
