@@ -447,6 +447,19 @@ def test_remote_basins_make_no_request(tmp_path, http_server):
     assert seen, "the control request did not arrive"
 
 
+def test_dcor_basins_only_over_https(tmp_path):
+    inp = craft(
+        tmp_path / "in.rtdc",
+        [remote_basin("dcor", "http://127.0.0.1:9/api/3/action/dcserv?id=x")],
+    )
+    measurement = InputMeasurement(inp, allow_remote_basins=True)
+    try:
+        [refused] = measurement.refused_basins
+    finally:
+        measurement.close()
+    assert refused.reason.startswith("DCOR basins are followed only over https")
+
+
 @pytest.fixture
 def http_server():
     """A local HTTP server that records every request (and answers 404)"""

@@ -765,10 +765,23 @@ class PolicyMeasurement:
         b_cls = feat_basin.get_basin_classes().get(bdict["format"])
         if b_cls is None:
             raise _Refusal(f"dclab does not support format {bdict['format']!r}")
+        urls = bdict["urls"]
+        if bdict["format"] == "dcor":
+            # dclab sends the DCOR API tokens registered in this process
+            # to the host: never in plain text
+            urls = [url for url in urls if url.lower().startswith("https://")]
+            if not urls:
+                raise _Refusal(
+                    "DCOR basins are followed only over https (dclab sends "
+                    "DCOR API tokens to the host)"
+                )
         kwargs = self._basin_kwargs(bdict, keys)
         kwargs["perishable"] = bdict.get("perishable", False)
-        for url in bdict["urls"]:
-            basin = b_cls(url, **kwargs)
+        for url in urls:
+            try:
+                basin = b_cls(url, **kwargs)
+            except Exception as exc:
+                raise _Refusal(f"dclab cannot use '{url}' ({_one_line(exc)})") from exc
             self.followed.append(FollowedBasin(dict(bdict, urls=[url]), basin))
 
     def _install_in_dclab(self):
