@@ -1,6 +1,13 @@
-"""Median kernels checked against slow, obviously correct numpy references"""
+"""Kernels checked against the slow, obviously correct references
+
+Every kernel registered in ``dcbg.kernels.__all__`` is compared with its
+reference of the same name in :mod:`dcbg.kernels.slow`
+(:func:`test_kernel_equals_its_reference`); the other tests cover the
+trackers inside the rolling median, edge cases and argument checks.
+"""
 
 import importlib
+import inspect
 import subprocess
 import sys
 import threading
@@ -13,9 +20,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import dcbg.kernels
 from dcbg.kernels import (
     rolling_median,
     rolling_median_pixels,
+    slow,
     window_median,
     window_median_pixels,
 )
@@ -25,24 +34,6 @@ rm_module = importlib.import_module("dcbg.kernels.rolling_median")
 wm_module = importlib.import_module("dcbg.kernels.window_median")
 #: compiled core: (stack, k, rank, out, pix_start, pix_stop, use_band)
 rm_core = rm_module._rolling_median_core
-
-
-def reference_rolling_median(stack, k):
-    """Element at sorted position k // 2 of every window of k frames"""
-    n = stack.shape[0]
-    out = np.empty((n - k + 1,) + stack.shape[1:], dtype=np.uint8)
-    for i in range(n - k + 1):
-        out[i] = np.partition(stack[i : i + k], k // 2, axis=0)[k // 2]
-    return out
-
-
-def reference_window_median(stack, rank):
-    """Element at sorted position `rank` along axis 0, pixel by pixel"""
-    flat = stack.reshape(stack.shape[0], -1)
-    out = np.empty(flat.shape[1], dtype=np.uint8)
-    for p in range(flat.shape[1]):
-        out[p] = np.sort(flat[:, p])[rank]
-    return out.reshape(stack.shape[1:])
 
 
 def make_stack(kind, shape, seed):
@@ -87,6 +78,84 @@ def rolling_cases(draw, max_k=300, max_pixels=300):
     return make_stack(kind, (n_frames, n_pixels), seed), k
 
 
+# --- every registered kernel against its reference ---------------------------
+
+
+def _copy(value):
+    return value.copy() if isinstance(value, np.ndarray) else value
+
+
+def _pixel_range(draw, n_pixels):
+    start = draw(st.integers(0, n_pixels))
+    stop = draw(st.integers(start, n_pixels))
+    return draw(st.sampled_from([slice(start, stop), (start, stop), None]))
+
+
+@st.composite
+def _window_cases(draw, max_k=300, max_pixels=300):
+    k = draw(st.one_of(st.integers(1, 4), st.integers(1, max_k)))
+    n_pixels = draw(st.integers(1, max_pixels))
+    kind = draw(st.sampled_from(KINDS))
+    stack = make_stack(kind, (k, n_pixels), draw(st.integers(0, 2**32 - 1)))
+    rank = draw(st.one_of(st.none(), st.integers(0, k - 1)))
+    return stack, rank
+
+
+@st.composite
+def _rolling_median_call(draw):
+    stack, k = draw(rolling_cases(max_k=80, max_pixels=200))
+    return (stack, k), {"num_threads": draw(st.integers(1, 3))}
+
+
+@st.composite
+def _rolling_median_pixels_call(draw):
+    stack, k = draw(rolling_cases(max_k=80, max_pixels=200))
+    # a marker value shows whether columns outside the range are left alone
+    out = np.full((stack.shape[0] - k + 1, stack.shape[1]), 77, dtype=np.uint8)
+    return (stack, k, out, _pixel_range(draw, stack.shape[1])), {}
+
+
+@st.composite
+def _window_median_call(draw):
+    stack, rank = draw(_window_cases())
+    return (stack, rank), {"num_threads": draw(st.integers(1, 3))}
+
+
+@st.composite
+def _window_median_pixels_call(draw):
+    stack, rank = draw(_window_cases())
+    out = np.full(stack.shape[1], 77, dtype=np.uint8)
+    return (stack, rank, out, _pixel_range(draw, stack.shape[1])), {}
+
+
+#: example arguments (args, kwargs) of every kernel in ``dcbg.kernels.__all__``
+KERNEL_CALLS = {
+    "fletcher32": st.binary(max_size=3000).map(lambda data: ((data,), {})),
+    "rolling_median": _rolling_median_call(),
+    "rolling_median_pixels": _rolling_median_pixels_call(),
+    "window_median": _window_median_call(),
+    "window_median_pixels": _window_median_pixels_call(),
+}
+
+
+def test_every_kernel_has_a_reference_and_example_arguments():
+    assert sorted(KERNEL_CALLS) == sorted(dcbg.kernels.__all__)
+    for name in dcbg.kernels.__all__:
+        fast = inspect.signature(getattr(dcbg.kernels, name)).parameters
+        ref = inspect.signature(getattr(slow, name)).parameters
+        assert list(fast.values()) == list(ref.values()), name
+
+
+@pytest.mark.parametrize("name", dcbg.kernels.__all__)
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_kernel_equals_its_reference(name, data):
+    args, kwargs = data.draw(KERNEL_CALLS[name], label="arguments")
+    expected = getattr(slow, name)(*map(_copy, args), **kwargs)
+    result = getattr(dcbg.kernels, name)(*args, **kwargs)
+    np.testing.assert_array_equal(result, expected)
+
+
 # --- rolling_median ---------------------------------------------------------
 
 
@@ -95,7 +164,7 @@ def rolling_cases(draw, max_k=300, max_pixels=300):
 def test_rolling_median_matches_reference(case):
     stack, k = case
     np.testing.assert_array_equal(
-        rolling_median(stack, k), reference_rolling_median(stack, k)
+        rolling_median(stack, k), slow.rolling_median(stack, k)
     )
 
 
@@ -112,7 +181,7 @@ def test_rolling_median_small_arrays(stack, data):
     """Fully hypothesis-generated (shrinkable) small stacks"""
     k = data.draw(st.integers(1, stack.shape[0]))
     np.testing.assert_array_equal(
-        rolling_median(stack, k), reference_rolling_median(stack, k)
+        rolling_median(stack, k), slow.rolling_median(stack, k)
     )
 
 
@@ -123,7 +192,7 @@ def test_rolling_median_small_arrays(stack, data):
 def test_rolling_median_large_frame(k, extra_frames):
     """100 x 800 pixel frames, several blocks and a partial last block"""
     stack = make_stack("background", (k + extra_frames, 100 * 800), seed=k)
-    expected = reference_rolling_median(stack, k)
+    expected = slow.rolling_median(stack, k)
     np.testing.assert_array_equal(rolling_median(stack, k), expected)
     np.testing.assert_array_equal(rolling_median(stack, k, num_threads=2), expected)
 
@@ -132,7 +201,7 @@ def test_rolling_median_single_pixel_long_series():
     stack = make_stack("uniform", (3000, 1), seed=3)
     for k in (1, 2, 57, 256, 2999, 3000):
         np.testing.assert_array_equal(
-            rolling_median(stack, k), reference_rolling_median(stack, k)
+            rolling_median(stack, k), slow.rolling_median(stack, k)
         )
 
 
@@ -141,7 +210,7 @@ def test_rolling_median_huge_kernel():
     k = 70_000
     stack = make_stack("extremes", (k + 3, 2), seed=4)
     np.testing.assert_array_equal(
-        rolling_median(stack, k), reference_rolling_median(stack, k)
+        rolling_median(stack, k), slow.rolling_median(stack, k)
     )
 
 
@@ -170,7 +239,7 @@ def test_band_and_histogram_trackers_agree(kind, k):
         stack = zigzag_stack(n_frames, n_pixels, seed=k, low=100, high=140)
     else:
         stack = make_stack(kind, (n_frames, n_pixels), seed=k)
-    expected = reference_rolling_median(stack, k)
+    expected = slow.rolling_median(stack, k)
     for use_band in (True, False):
         out = np.zeros_like(expected)
         rm_core(stack, k, k // 2, out, 0, n_pixels, use_band)
@@ -187,9 +256,7 @@ def test_band_tracker_any_rank(rank_of):
     k = 40
     stack = make_stack("drift", (k + 200, 300), seed=9)
     rank = rank_of(k)
-    expected = np.sort(
-        np.lib.stride_tricks.sliding_window_view(stack, k, axis=0), axis=-1
-    )[..., rank]
+    expected = slow.rolling_rank(stack, k, rank)
     for use_band in (True, False):
         out = np.empty_like(expected)
         rm_core(stack, k, rank, out, 0, 300, use_band)
@@ -204,7 +271,7 @@ def test_band_tracker_hands_over_random_data():
     out = np.empty((401, stack.shape[1]), dtype=np.uint8)
     handed_over = rm_core(stack, k, k // 2, out, 0, stack.shape[1], True)
     assert handed_over == n_blocks
-    np.testing.assert_array_equal(out, reference_rolling_median(stack, k))
+    np.testing.assert_array_equal(out, slow.rolling_median(stack, k))
 
 
 def test_band_tracker_keeps_noisy_images():
@@ -213,7 +280,7 @@ def test_band_tracker_keeps_noisy_images():
     stack = make_stack("background", (k + 400, 2 * rm_module.BAND_BLOCK_SIZE), 11)
     out = np.empty((401, stack.shape[1]), dtype=np.uint8)
     assert rm_core(stack, k, k // 2, out, 0, stack.shape[1], True) == 0
-    np.testing.assert_array_equal(out, reference_rolling_median(stack, k))
+    np.testing.assert_array_equal(out, slow.rolling_median(stack, k))
 
 
 def test_band_tracker_follows_slow_drift():
@@ -223,7 +290,7 @@ def test_band_tracker_follows_slow_drift():
     out = np.empty((601, stack.shape[1]), dtype=np.uint8)
     assert rm_core(stack, k, k // 2, out, 0, stack.shape[1], True) == 0
     assert np.ptp(out) > 50  # the rank values crossed many bands
-    np.testing.assert_array_equal(out, reference_rolling_median(stack, k))
+    np.testing.assert_array_equal(out, slow.rolling_median(stack, k))
 
 
 def test_band_tracker_limited_to_uint8_counts():
@@ -232,7 +299,7 @@ def test_band_tracker_limited_to_uint8_counts():
     stack = make_stack("uniform", (k + 20, 300), seed=12)
     out = np.empty((21, 300), dtype=np.uint8)
     assert rm_core(stack, k, k // 2, out, 0, 300, True) == 0
-    np.testing.assert_array_equal(out, reference_rolling_median(stack, k))
+    np.testing.assert_array_equal(out, slow.rolling_median(stack, k))
 
 
 @pytest.mark.parametrize("value", [0, 1, 128, 254, 255])
@@ -277,7 +344,7 @@ def test_rolling_median_out():
         out = np.zeros((41, 333), dtype=np.uint8)
         result = rolling_median(stack, 10, out=out, num_threads=threads)
         assert result is out
-        np.testing.assert_array_equal(out, reference_rolling_median(stack, 10))
+        np.testing.assert_array_equal(out, slow.rolling_median(stack, 10))
 
 
 def test_rolling_median_3d():
@@ -285,14 +352,14 @@ def test_rolling_median_3d():
     out = np.empty((21, 8, 13), dtype=np.uint8)
     result = rolling_median(stack, 10, out=out, num_threads=2)
     assert result is out
-    np.testing.assert_array_equal(result, reference_rolling_median(stack, 10))
+    np.testing.assert_array_equal(result, slow.rolling_median(stack, 10))
 
 
 def test_rolling_median_non_contiguous_input():
     base = make_stack("uniform", (40, 20, 30), seed=7)
     stack = base[:, ::2, 1::3]
     np.testing.assert_array_equal(
-        rolling_median(stack, 6), reference_rolling_median(stack, 6)
+        rolling_median(stack, 6), slow.rolling_median(stack, 6)
     )
 
 
@@ -303,7 +370,7 @@ def test_rolling_median_zero_pixels():
 
 def test_rolling_median_pixels():
     stack = make_stack("background", (60, 500), seed=8)
-    expected = reference_rolling_median(stack, 11)
+    expected = slow.rolling_median(stack, 11)
     out = np.zeros((50, 500), dtype=np.uint8)
     rolling_median_pixels(stack, 11, out, slice(100, 300))
     np.testing.assert_array_equal(out[:, 100:300], expected[:, 100:300])
@@ -416,7 +483,7 @@ def test_rolling_median_pixels_invalid_arguments():
 def test_window_median_matches_reference(k, n_pixels, kind, seed, data):
     stack = make_stack(kind, (k, n_pixels), seed)
     rank = data.draw(st.one_of(st.none(), st.integers(0, k - 1)))
-    expected = reference_window_median(stack, k // 2 if rank is None else rank)
+    expected = slow.window_median(stack, k // 2 if rank is None else rank)
     np.testing.assert_array_equal(window_median(stack, rank), expected)
     np.testing.assert_array_equal(window_median(stack, rank, num_threads=2), expected)
 
@@ -432,14 +499,14 @@ def test_window_median_matches_reference(k, n_pixels, kind, seed, data):
 def test_window_median_small_arrays(stack):
     k = stack.shape[0]
     np.testing.assert_array_equal(
-        window_median(stack), np.partition(stack, k // 2, axis=0)[k // 2]
+        window_median(stack), slow.window_median(stack, k // 2)
     )
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 200, 201])
 def test_window_median_large_frame(k):
     stack = make_stack("background", (k, 100, 800), seed=k)
-    expected = np.partition(stack, k // 2, axis=0)[k // 2]
+    expected = slow.window_median(stack, k // 2)
     np.testing.assert_array_equal(window_median(stack), expected)
     out = np.empty((100, 800), dtype=np.uint8)
     assert window_median(stack, out=out, num_threads=2) is out
@@ -461,13 +528,13 @@ def test_window_median_huge_kernel():
     stack = make_stack("extremes", (70_001, 3), seed=9)
     for rank in (0, 35_000, 70_000):
         np.testing.assert_array_equal(
-            window_median(stack, rank), reference_window_median(stack, rank)
+            window_median(stack, rank), slow.window_median(stack, rank)
         )
 
 
 def test_window_median_pixels():
     stack = make_stack("background", (31, 400), seed=10)
-    expected = reference_window_median(stack, 15)
+    expected = slow.window_median(stack, 15)
     out = np.zeros(400, dtype=np.uint8)
     window_median_pixels(stack, 15, out, slice(50, 120))
     np.testing.assert_array_equal(out[50:120], expected[50:120])
@@ -594,13 +661,13 @@ def test_kernels_accept_read_only_input():
     rng = np.random.default_rng(3)
     stack = rng.integers(0, 256, size=(30, 4, 5), dtype=np.uint8)
     stack.flags.writeable = False
-    expected = reference_rolling_median(stack, 7)
+    expected = slow.rolling_median(stack, 7)
     np.testing.assert_array_equal(rolling_median(stack, 7), expected)
     flat = stack.reshape(30, 20)
     out = np.empty((24, 20), dtype=np.uint8)
     rolling_median_pixels(flat, 7, out)
     np.testing.assert_array_equal(out.reshape(expected.shape), expected)
-    expected = reference_window_median(stack, 11).reshape(4, 5)
+    expected = slow.window_median(stack, 11).reshape(4, 5)
     np.testing.assert_array_equal(window_median(stack, 11), expected)
     out = np.empty(20, dtype=np.uint8)
     window_median_pixels(flat, 11, out)
