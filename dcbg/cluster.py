@@ -25,7 +25,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
-import json
 import logging
 import numbers
 import os
@@ -35,21 +34,15 @@ import uuid
 from collections.abc import Callable, Iterable
 
 import distributed
-import h5py
 
-from .feat.feat_background import Background, get_available_background_methods
+from .feat.feat_background import resolve_method
 from .feat.feat_background.base import cpu_count
+from .io.conventions import default_output_path, read_output_ppid
 
 logger = logging.getLogger(__name__)
 
 #: possible values of :attr:`FileResult.status`
 STATUSES = ("done", "skipped", "failed")
-
-#: log a completed dcbg output carries (written right before the atomic move)
-LOG_NAME = "dcbg-background"
-
-#: attribute of ``image_bg`` holding the PPID (shared with dcnum)
-PPID_ATTR = "dcnum ppid background"
 
 #: how often the scheduler reschedules a task whose worker died
 #: (``distributed.scheduler.allowed-failures``) is left to the cluster's
@@ -97,7 +90,7 @@ class FileResult:
 
 def get_output_path(input_path, out_dir) -> pathlib.Path:
     """Output path of a measurement: ``<out_dir>/<input stem>_bg.rtdc``"""
-    return pathlib.Path(out_dir) / f"{pathlib.Path(input_path).stem}_bg.rtdc"
+    return default_output_path(input_path, out_dir)
 
 
 def canonical_ppid(bg_ppid: str) -> str:
@@ -119,67 +112,8 @@ def canonical_ppid(bg_ppid: str) -> str:
     ValueError
         If the PPID is malformed or names an unknown method or key
     """
-    cls, kwargs = _method_from_ppid(bg_ppid)
+    cls, kwargs = resolve_method(bg_ppid)
     return cls.get_ppid_from_ppkw(kwargs)
-
-
-def _method_from_ppid(bg_ppid: str):
-    kwargs = Background.get_ppkw_from_ppid(bg_ppid)
-    cls = get_available_background_methods()[bg_ppid.split(":")[0]]
-    # validates the values as the constructor would
-    cls._check_kwarg_names(kwargs)
-    cls.check_user_kwargs(**kwargs)
-    return cls, kwargs
-
-
-def read_output_ppid(path) -> tuple[str | None, int | None]:
-    """PPID and frame count of the background stored in an output file
-
-    Only the file itself is read (its basins are not opened).
-
-    Parameters
-    ----------
-    path: str or pathlib.Path
-        An existing .rtdc file
-
-    Returns
-    -------
-    ppid: str or None
-        The PPID of a complete dcbg background (``image_bg`` attribute
-        and the "dcbg-background" log agree), None if the file holds no
-        background written by dcbg
-    frames: int or None
-        Number of frames according to the log
-
-    Raises
-    ------
-    ValueError
-        If the file cannot be read as HDF5
-    """
-    try:
-        with h5py.File(path, "r", locking=False) as h5:
-            attr_ppid = None
-            for group in ("events", "basin_events"):
-                if group in h5 and "image_bg" in h5[group]:
-                    attr_ppid = h5[group]["image_bg"].attrs.get(PPID_ATTR)
-                    break
-            if isinstance(attr_ppid, bytes):
-                attr_ppid = attr_ppid.decode()
-            if attr_ppid is None or LOG_NAME not in h5.get("logs", {}):
-                return None, None
-            lines = [
-                ln.decode() if isinstance(ln, bytes) else str(ln)
-                for ln in h5["logs"][LOG_NAME][:]
-            ]
-    except OSError as exc:
-        raise ValueError(f"cannot read it as HDF5 ({exc})") from exc
-    try:
-        record = json.loads("\n".join(lines))
-    except json.JSONDecodeError:
-        return None, None
-    if record.get("ppid") != attr_ppid:
-        return None, None
-    return attr_ppid, record.get("frames")
 
 
 def process_file(
@@ -230,7 +164,7 @@ def process_file(
     result = FileResult(input_path, output_path, str(ppid), "failed")
     t0 = time.perf_counter()
     try:
-        cls, kwargs = _method_from_ppid(ppid)
+        cls, kwargs = resolve_method(ppid)
         result.ppid = cls.get_ppid_from_ppkw(kwargs)
         replace = output_path.exists()
         if replace and not force:

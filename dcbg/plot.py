@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import pathlib
 
-import h5py
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
@@ -30,6 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .io.basins import BasinPolicy, PolicyMeasurement
+from .io.conventions import read_background_ppid, read_background_series
 from .io.rtdc import check_input_path, check_output_dir
 
 #: figure width in inches; the height follows from the panels shown
@@ -121,36 +121,16 @@ def _check_frame_index(frame: int | None, count: int, path) -> int:
     return int(frame) % count
 
 
-def _read_series(h5: h5py.File, basins: list[dict]) -> BackgroundSeries | None:
+def _read_series(h5, basins: list[dict]) -> BackgroundSeries | None:
     """The background series if ``image_bg`` is in a mapped internal basin"""
-    for basin in basins:
-        mapping_name = basin.get("mapping", "same")
-        if (
-            basin.get("type") != "internal"
-            or "image_bg" not in (basin.get("features") or [])
-            or mapping_name in (None, "same")
-        ):
-            continue
-        group = (basin.get("paths") or ["basin_events"])[0]
-        if group not in h5 or "image_bg" not in h5[group]:
-            continue
-        series_images = h5[group]["image_bg"]
-        mean_brightness = np.array(
-            [float(np.mean(series_images[ii])) for ii in range(len(series_images))]
-        )
-        mapping = np.asarray(h5["events"][mapping_name][:], dtype=np.int64)
-        return BackgroundSeries(mapping=mapping, mean_brightness=mean_brightness)
-    return None
-
-
-def _read_ppid(h5: h5py.File) -> str | None:
-    """The PPID stored with ``image_bg`` in this file (not in a file basin)"""
-    for group in ("events", "basin_events"):
-        if group in h5 and "image_bg" in h5[group]:
-            value = h5[group]["image_bg"].attrs.get("dcnum ppid background")
-            if value is not None:
-                return value.decode() if isinstance(value, bytes) else str(value)
-    return None
+    found = read_background_series(h5, basins)
+    if found is None:
+        return None
+    images, mapping = found
+    mean_brightness = np.array(
+        [float(np.mean(images[ii])) for ii in range(len(images))]
+    )
+    return BackgroundSeries(mapping=mapping, mean_brightness=mean_brightness)
 
 
 def load_background_data(path, frame: int | None = None) -> BackgroundData:
@@ -201,7 +181,7 @@ def load_background_data(path, frame: int | None = None) -> BackgroundData:
         )
         data = BackgroundData(
             name=path.name,
-            ppid=_read_ppid(h5),
+            ppid=read_background_ppid(h5),
             frame=frame,
             frame_count=count,
             image=np.asarray(ds["image"][frame]),

@@ -18,18 +18,18 @@ import click
 
 from ..cluster import BatchInterrupted, FileResult, process_many
 from ..feat.feat_background import get_available_background_methods
-from .main import (
-    CONTEXT_SETTINGS,
-    command_guard,
-    configure_logging,
-    progress_style,
-    resolve_method,
-)
 from .options import (
     basin_options,
     collect_method_kwargs,
     make_click_option,
     method_options,
+)
+from .runtime import (
+    CONTEXT_SETTINGS,
+    command_guard,
+    configure_logging,
+    progress_style,
+    resolve_method,
 )
 
 #: flags of ``dcbg batch`` that method keyword arguments must not take
@@ -280,5 +280,9 @@ def make_batch_command(methods: dict | None = None) -> click.Command:
     return batch
 
 
-#: the ``dcbg batch`` command
-batch = make_batch_command()
+def __getattr__(name):
+    # ``batch``: the command with the methods registered when it is asked
+    # for (``make_cli(methods)`` builds its own with its methods)
+    if name == "batch":
+        return make_batch_command()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,8 +1,12 @@
-"""File-format I/O: input measurements, image stacks and output files"""
+"""File-format I/O: input measurements, image stacks and output files
 
+Every .rtdc convention (names, basins, staged and lock files) lives in
+this package; the background methods reach files only through it.
+"""
+
+from .conventions import BACKGROUND_FEATURES
 from .images import ImageStack
 from .rtdc import (
-    BACKGROUND_FEATURES,
     InputMeasurement,
     OutputFile,
     check_output_dir,

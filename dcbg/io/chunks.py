@@ -297,3 +297,52 @@ def _encode_chunk(codec, data2d, lo, hi, size):
         padded[: hi - lo] = chunk
         chunk = padded
     return codec.encode(chunk)
+
+
+class ImageFeature:
+    """An image feature of an output, written in blocks of frames
+
+    Whole chunks are encoded on a worker pool and written raw (see
+    :func:`write_frames`); this is how the methods write image data
+    without touching HDF5 themselves.
+
+    Parameters
+    ----------
+    dataset: h5py.Dataset
+        The (chunked, possibly compressed) uint8 image dataset
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self._codec = None
+
+    def __len__(self):
+        return self.dataset.shape[0]
+
+    @property
+    def chunk_frames(self) -> int:
+        """Frames per HDF5 chunk: writes of whole chunks are fastest"""
+        return self.dataset.chunks[0]
+
+    def write(self, start: int, frames2d: np.ndarray, pool):
+        """Write frames (flattened to (frames, pixels)) at index `start`"""
+        if self._codec is None:
+            self._codec = ChunkCodec.for_dataset(self.dataset)
+        write_frames(self.dataset, self._codec, start, frames2d, pool)
+
+    def read(self, index: int) -> np.ndarray:
+        """One frame as written"""
+        return self.dataset[index]
+
+    def fill(self, start: int, stop: int, frame: np.ndarray):
+        """Write `frame` to every index in [start, stop), chunk by chunk"""
+        chunk = self.chunk_frames
+        pos = start
+        while pos < stop:
+            end = min(stop, (pos // chunk + 1) * chunk)
+            self.dataset[pos:end] = frame[np.newaxis]
+            pos = end
+
+    def truncate(self, count: int):
+        """Keep only the first `count` frames"""
+        self.dataset.resize(count, axis=0)

@@ -13,7 +13,6 @@ import json
 import os
 import pathlib
 import shutil
-import time
 import weakref
 
 import dclab
@@ -31,6 +30,16 @@ from .basins import (
     RefusedBasin,
     check_hdf5_file,
 )
+from .chunks import ImageFeature
+from .conventions import (
+    BACKGROUND_FEATURES,
+    INTERNAL_BASIN_GROUP,
+    PPID_ATTR,
+    clear_pipeline_background,
+    copy_pipeline_background,
+    read_basin_definition,
+    set_pipeline_background,
+)
 from .images import ImageStack
 from .transaction import (
     WriterLock,
@@ -40,10 +49,6 @@ from .transaction import (
     signals_deferred,
     staged_path,
 )
-
-#: features written by background computation
-BACKGROUND_FEATURES = ("image_bg", "bg_off")
-
 
 #: Zstandard level of dclab and dcnum (metadata, logs, basins, bg_off)
 ZSTD_LEVEL = 5
@@ -227,8 +232,13 @@ class InputMeasurement:
             )
         return data
 
-    def get_frame_rate(self) -> float | None:
-        return self.ds.config.get("imaging", {}).get("frame rate")
+    def get_frame_rate(self):
+        """The attribute "imaging:frame rate" as stored (None if missing)
+
+        Raw, as dcnum reads it: the caller checks that it is a positive
+        number (a crafted file may hold anything there).
+        """
+        return self.h5.attrs.get("imaging:frame rate")
 
     def get_basin_features(self) -> list[str]:
         """Features the output takes from this file when it is a file basin
@@ -405,7 +415,7 @@ class OutputFile:
 
     def remove_background_features(self):
         """Remove ``image_bg``/``bg_off`` and the internal basins holding them"""
-        for grp in ("events", "basin_events"):
+        for grp in ("events", INTERNAL_BASIN_GROUP):
             for feat in BACKGROUND_FEATURES:
                 if grp in self.h5 and feat in self.h5[grp]:
                     del self.h5[grp][feat]
@@ -423,15 +433,17 @@ class OutputFile:
         for name in stale_maps - used:
             if name in self.h5["events"]:
                 del self.h5["events"][name]
-        if "basin_events" in self.h5 and not len(self.h5["basin_events"]):
-            del self.h5["basin_events"]
+        if INTERNAL_BASIN_GROUP in self.h5 and not len(self.h5[INTERNAL_BASIN_GROUP]):
+            del self.h5[INTERNAL_BASIN_GROUP]
 
     def mark_started(self):
         """Note that background data were written: a clean exit keeps them"""
         self.started = True
 
-    def create_image_feature(self, name: str, count: int, frame_shape, group="events"):
-        """Create an empty uint8 image dataset of `count` frames to fill in blocks
+    def create_image_feature(
+        self, name: str, count: int, frame_shape, group="events"
+    ) -> ImageFeature:
+        """Create an empty uint8 image feature of `count` frames to fill in blocks
 
         Chunks, compression filter, checksums and image attributes are
         those of dclab's writer, so the file reads like any other .rtdc
@@ -452,7 +464,7 @@ class OutputFile:
         dset.attrs.create("CLASS", np.bytes_("IMAGE"))
         dset.attrs.create("IMAGE_VERSION", np.bytes_("1.2"))
         dset.attrs.create("IMAGE_SUBCLASS", np.bytes_("IMAGE_GRAYSCALE"))
-        return dset
+        return ImageFeature(dset)
 
     def store_feature(self, name: str, data: np.ndarray):
         """Write a whole feature through dclab's writer"""
@@ -464,6 +476,98 @@ class OutputFile:
         self.mark_started()
         source.file.copy(source, self.h5.require_group(group), name=name)
 
+    def copy_background_from(self, measurement: InputMeasurement, progress=None):
+        """Copy ``image_bg`` and ``bg_off`` of `measurement` as they are stored
+
+        Plain features are copied dataset by dataset (keeping their
+        compression and attributes, the PPID among them), an ``image_bg``
+        held in an internal basin is stored again as one (mapped as in
+        the input), and an ``image_bg`` reachable only through a file basin
+        is copied block by block; ``bg_off`` is copied wherever it is
+        stored. The output is a staged file apart from the input (also in
+        place), so the copy reads the input as it was when the run began.
+
+        Parameters
+        ----------
+        measurement: InputMeasurement
+            The input, which has ``image_bg``
+        progress: object or None
+            Its ``value`` is set to the fraction of frames copied
+        """
+        h5in = measurement.h5
+        events_in = h5in.get("events", {})
+        copied = set()
+        for feat in BACKGROUND_FEATURES:
+            if feat in events_in:
+                self.copy_dataset(events_in[feat], feat)
+                copied.add(feat)
+        if "image_bg" not in copied and not self._copy_internal_background(measurement):
+            # image_bg only reachable through a (possibly mapped) file basin
+            stack = ImageStack(
+                measurement.ds["image_bg"], name=f"'image_bg' of '{measurement.path}'"
+            )
+            feature = self.create_image_feature(
+                "image_bg", len(stack), stack.frame_shape
+            )
+            for start, stop in stack.iter_blocks():
+                feature.dataset[start:stop] = stack.read(start, stop)
+                if progress is not None:
+                    progress.value = stop / len(stack)
+        bg_off = None if "bg_off" in copied else measurement.get_feature("bg_off")
+        if bg_off is not None:
+            # bg_off in a basin (file or internal): one value per event
+            self.store_feature("bg_off", bg_off)
+
+    def _copy_internal_background(self, measurement: InputMeasurement) -> bool:
+        """Copy an ``image_bg`` held in an internal basin; False if there is none"""
+        for bn_dict in measurement.ds.basins_get_dicts():
+            if bn_dict.get("type") != "internal":
+                continue
+            if "image_bg" not in (bn_dict.get("features") or []):
+                continue
+            group = measurement.h5[bn_dict.get("paths", [INTERNAL_BASIN_GROUP])[0]]
+            data = {"image_bg": group["image_bg"][:]}
+            mapping = bn_dict.get("mapping", "same")
+            if mapping in (None, "same"):
+                self.store_feature("image_bg", data["image_bg"])
+            else:
+                self.store_internal_basin(
+                    name=bn_dict.get("name", "background images"),
+                    description=bn_dict.get("description"),
+                    features=data,
+                    mapping=measurement.h5["events"][mapping][:],
+                )
+            return True
+        return False
+
+    def set_missing_ppid(self, bg_ppid: str, source: InputMeasurement | None = None):
+        """Stamp `bg_ppid` on background features that carry no PPID
+
+        Features copied as datasets from `source` keep the attributes
+        they had there, also none.
+        """
+        for grp in ("events", INTERNAL_BASIN_GROUP):
+            for feat in BACKGROUND_FEATURES:
+                path = f"{grp}/{feat}"
+                if path not in self.h5:
+                    continue
+                if source is not None and path in source.h5:
+                    continue  # attributes were copied with the dataset
+                if PPID_ATTR not in self.h5[path].attrs:
+                    self.h5[path].attrs[PPID_ATTR] = bg_ppid
+
+    def set_pipeline_background(self, bg_ppid: str, generation: str):
+        """Make the file's pipeline attributes claim its new background"""
+        set_pipeline_background(self.h5, bg_ppid, generation)
+
+    def copy_pipeline_background(self, source: InputMeasurement):
+        """Carry the pipeline claims of `source` (a copied background)"""
+        copy_pipeline_background(source.h5, self.h5)
+
+    def clear_pipeline_background(self):
+        """Claim no background until a new one is complete"""
+        clear_pipeline_background(self.h5)
+
     def store_internal_basin(self, name, description, features: dict, mapping):
         """Store data as an internal basin mapped through a basinmap feature"""
         self.mark_started()
@@ -471,7 +575,7 @@ class OutputFile:
             basin_name=name,
             basin_type="internal",
             basin_format="h5dataset",
-            basin_locs=["basin_events"],
+            basin_locs=[INTERNAL_BASIN_GROUP],
             basin_descr=description,
             basin_feats=sorted(features),
             basin_map=np.asarray(mapping, dtype=np.int64),
@@ -480,7 +584,7 @@ class OutputFile:
 
     def set_feature_attrs(self, attrs: dict):
         """Set attributes on every background feature present in the file"""
-        for grp in ("events", "basin_events"):
+        for grp in ("events", INTERNAL_BASIN_GROUP):
             for feat in BACKGROUND_FEATURES:
                 if grp in self.h5 and feat in self.h5[grp]:
                     self.h5[grp][feat].attrs.update(attrs)
@@ -594,12 +698,6 @@ def basin_file_locations(basin: pathlib.Path, referrer: pathlib.Path) -> list[st
     return list(dict.fromkeys([str(absolute), relative]))
 
 
-def read_basin_definition(dataset) -> dict:
-    """The JSON basin definition stored in an h5py dataset of text lines"""
-    lines = [ln.decode() if isinstance(ln, bytes) else ln for ln in dataset[:]]
-    return json.loads(" ".join(lines))
-
-
 #: errno values of a full disk or a file-size limit
 DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
@@ -650,94 +748,6 @@ def check_output_dir(path: pathlib.Path):
         )
 
 
-#: The attributes with which dcnum 0.31.0's job runner (DCNumJobRunner)
-#: decides whether the background of its input can be reused: it
-#: recomputes the background unless the input has "image_bg" and all
-#: three equal the job's pipeline generation, data PPID and background
-#: PPID. (The other pipeline attributes and "pipeline:dcnum hash" only
-#: decide whether segmentation is redone; a new background changes the
-#: hash, so those stay as the input has them.)
-PIPELINE_BACKGROUND_ATTRS = (
-    "pipeline:dcnum generation",
-    "pipeline:dcnum data",
-    "pipeline:dcnum background",
-)
-
-
-def dcnum_data_ppid(pixel_size) -> str:
-    """dcnum's data PPID of a whole measurement with this pixel size
-
-    dcnum's job names its input data by the pixel size (8 decimals,
-    trailing zeros dropped) and the index mapping, ``0`` for all events;
-    dcbg always computes the background of all frames.
-    """
-    return f"hdf:p={float(pixel_size):.8f}".rstrip("0") + "^i=0"
-
-
-def dcnum_can_reuse_background(h5: h5py.File) -> bool:
-    """Whether dcnum 0.31.0's job runner can read the background of `h5`
-
-    On reuse the runner reads "image_bg" through a file basin that sees
-    only the file's "events" group: a background held in an internal
-    basin (sparse median: "basin_events/image_bg") is listed but not
-    found there, and the runner retries the read forever (dcnum's own
-    outputs too). Such a file must not claim its background, so that
-    dcnum recomputes it instead.
-    """
-    return "events" in h5 and "image_bg" in h5["events"]
-
-
-def clear_pipeline_background(h5: h5py.File):
-    """Remove the background claims of `PIPELINE_BACKGROUND_ATTRS`
-
-    For a staged output that does not hold a finished background (yet):
-    without them dcnum's job runner recomputes the background.
-    """
-    for key in PIPELINE_BACKGROUND_ATTRS:
-        if key in h5.attrs:
-            del h5.attrs[key]
-
-
-def set_pipeline_background(h5: h5py.File, bg_ppid: str, generation: str):
-    """Make the pipeline attributes name the background `h5` holds
-
-    Sets `PIPELINE_BACKGROUND_ATTRS` as dcnum's job runner writes them, so
-    that a later dcnum job with the same background PPID (and pixel size,
-    without index mapping) reuses the background and any other job
-    recomputes it. The data PPID uses the file's own "imaging:pixel
-    size" (0 if missing), which is what dcnum's job reads from it. A
-    background that dcnum cannot reuse (see
-    :func:`dcnum_can_reuse_background`) is not claimed at all.
-    """
-    clear_pipeline_background(h5)
-    if not dcnum_can_reuse_background(h5):
-        return
-    pixel_size = h5.attrs.get("imaging:pixel size", 0)
-    h5.attrs["pipeline:dcnum generation"] = str(generation)
-    h5.attrs["pipeline:dcnum data"] = dcnum_data_ppid(pixel_size)
-    h5.attrs["pipeline:dcnum background"] = str(bg_ppid)
-
-
-def copy_pipeline_background(src: h5py.File, dst: h5py.File):
-    """Carry the background claims of `src` to `dst` (copied backgrounds)
-
-    Only where `dst` holds its background as dcnum can reuse it (see
-    :func:`dcnum_can_reuse_background`).
-    """
-    clear_pipeline_background(dst)
-    if not dcnum_can_reuse_background(dst):
-        return
-    for key in PIPELINE_BACKGROUND_ATTRS:
-        if key in src.attrs:
-            dst.attrs[key] = src.attrs[key]
-
-
-def log_lines(record: dict) -> list[str]:
-    """A log entry as indented JSON lines"""
-    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record}
-    return json.dumps(record, indent=2, default=str).split("\n")
-
-
 def _drop_same_mapping(h5: h5py.File, key: str):
     """Remove ``"mapping": "same"`` from an unmapped basin definition
 
@@ -745,8 +755,7 @@ def _drop_same_mapping(h5: h5py.File, key: str):
     dcnum 0.31.0 skips basins whose mapping is not a feature of the file.
     """
     basins = h5["basins"]
-    lines = [ln.decode() if isinstance(ln, bytes) else ln for ln in basins[key][:]]
-    bn_dict = json.loads(" ".join(lines))
+    bn_dict = read_basin_definition(basins[key])
     if bn_dict.get("mapping") != "same":
         return
     bn_dict.pop("mapping")

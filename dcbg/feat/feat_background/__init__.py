@@ -1,6 +1,6 @@
 """Feature computation: background image data from image data"""
 
-from .base import Background, get_available_background_methods
+from .base import Background, get_available_background_methods, resolve_method
 from .bg_copy import BackgroundCopy
 from .bg_roll_median import BackgroundRollMed
 from .bg_sparse_median import BackgroundSparseMed
@@ -11,4 +11,5 @@ __all__ = [
     "BackgroundRollMed",
     "BackgroundSparseMed",
     "get_available_background_methods",
+    "resolve_method",
 ]

@@ -19,13 +19,8 @@ from ... import ppid
 from ..._version import __version__
 from ...io import ImageStack, InputMeasurement, OutputFile
 from ...io.basins import BasinPolicy
-from ...io.rtdc import (
-    clear_pipeline_background,
-    log_lines,
-    same_file,
-    set_pipeline_background,
-    write_errors_named,
-)
+from ...io.conventions import LOG_NAME, PPID_ATTR, PPID_GENERATION_ATTR, log_lines
+from ...io.rtdc import same_file, write_errors_named
 from ...workers import Counter, WorkerPool, close_pools
 
 
@@ -150,6 +145,10 @@ class Background(abc.ABC):
         #: which basins of the input are followed (see dcbg.io.basins)
         self.basin_policy = BasinPolicy.create(basin_root, allow_remote_basins)
 
+        # Attributes of dcnum's Background, with dcnum's meaning (dcnum
+        # code reads them): image_proc, hdin, h5in, h5out, paths_ref,
+        # writer, worker_counter, queue, workers, image_shape, image_count,
+        # input_data, kwargs, num_cpus, output_path, logger.
         #: fraction of images that have been processed (``.value``)
         self.image_proc = Progress()
         #: input measurement (dclab dataset wrapper), None for array input
@@ -205,7 +204,7 @@ class Background(abc.ABC):
             )
             # the staged output holds no finished background yet, so it
             # must not claim the input's (see stamp_pipeline)
-            clear_pipeline_background(self._output.h5)
+            self._output.clear_pipeline_background()
             self.h5out = self._output.h5
             #: dclab.RTDCWriter for the output file
             self.writer = self._output.writer
@@ -220,6 +219,30 @@ class Background(abc.ABC):
         if type is None:
             self.keep_started_output()
         self.close()
+
+    # --- extension API for subclasses -----------------------------------
+    # A method implements check_user_kwargs and process_approach; it reads
+    # frames through `input_data` (an ImageStack), writes through `output`
+    # and runs kernels on `pool` (I/O on `io_pool`) after start_workers().
+
+    @property
+    def output(self) -> OutputFile:
+        """The staged output file; methods write their features through it"""
+        return self._output
+
+    @property
+    def pool(self) -> WorkerPool | None:
+        """Worker threads for kernels and chunk (de)compression
+
+        ``num_cpus`` threads, started by :meth:`start_workers`, stopped by
+        :meth:`close_workers`; None when not running.
+        """
+        return self._pool
+
+    @property
+    def io_pool(self) -> WorkerPool | None:
+        """One thread for HDF5 reads and writes next to `pool` (or None)"""
+        return self._io
 
     @property
     def committed(self) -> bool:
@@ -333,19 +356,7 @@ class Background(abc.ABC):
             If the PPID is malformed, names an unknown method or key, or
             holds a value of the wrong type
         """
-        if not isinstance(bg_ppid, str) or bg_ppid.count(":") != 1:
-            raise ValueError(
-                f"Invalid background PPID {bg_ppid!r}: expected 'METHOD:KWARGS', "
-                f"e.g. 'rollmed:k=100^b=10000'"
-            )
-        code, kwargs_ppid = bg_ppid.split(":")
-        methods = get_available_background_methods()
-        if code not in methods:
-            raise ValueError(
-                f"Unknown background method '{code}' in PPID {bg_ppid!r}; "
-                f"available are {sorted(methods)}"
-            )
-        return ppid.ppid_to_kwargs(methods[code], kwargs_ppid)
+        return resolve_method(bg_ppid)[1]
 
     def get_progress(self):
         """Return progress of background computation, float in [0,1]"""
@@ -376,7 +387,7 @@ class Background(abc.ABC):
             self.stamp_pipeline()
             duration = time.perf_counter() - t0
             self._output.store_log(
-                "dcbg-background",
+                LOG_NAME,
                 log_lines(
                     {
                         "software": f"dcbg {__version__}",
@@ -417,8 +428,8 @@ class Background(abc.ABC):
         """Store the PPID with the background features it produced"""
         self._output.set_feature_attrs(
             {
-                "dcnum ppid background": self.get_ppid(),
-                "dcnum ppid generation": ppid.PPID_GENERATION,
+                PPID_ATTR: self.get_ppid(),
+                PPID_GENERATION_ATTR: ppid.PPID_GENERATION,
             }
         )
 
@@ -435,9 +446,7 @@ class Background(abc.ABC):
         describe) claim nothing, so that dcnum recomputes them.
         """
         if self.hdin is not None:
-            set_pipeline_background(
-                self._output.h5, self.get_ppid(), ppid.PPID_GENERATION
-            )
+            self._output.set_pipeline_background(self.get_ppid(), ppid.PPID_GENERATION)
 
     @abc.abstractmethod
     def process_approach(self):
@@ -459,6 +468,78 @@ def get_available_background_methods():
         if not inspect.isabstract(cls):
             methods.setdefault(cls.get_ppid_code(), cls)
     return methods
+
+
+def resolve_method(
+    bg_ppid: str | None = None,
+    *,
+    method: str | None = None,
+    kwargs: dict | None = None,
+    methods: dict | None = None,
+) -> tuple[type, dict]:
+    """The method class and its checked keyword arguments
+
+    The one place where a PPID, or a method name with keyword arguments,
+    becomes what a background is computed with: the CLI, the cluster and
+    :meth:`Background.get_ppkw_from_ppid` use it.
+
+    Parameters
+    ----------
+    bg_ppid: str or None
+        A (possibly abbreviated) background PPID, e.g. "rollmed:k=50";
+        keys it does not name take their defaults
+    method: str or None
+        Instead of `bg_ppid`: a method code, e.g. "sparsemed"
+    kwargs: dict or None
+        With `method`: its keyword arguments (missing ones take defaults)
+    methods: dict or None
+        Method code -> class; default :func:`get_available_background_methods`
+
+    Returns
+    -------
+    cls: type
+        The Background subclass
+    kwargs: dict
+        All its keyword arguments, checked by its ``check_user_kwargs``
+
+    Raises
+    ------
+    ValueError
+        For a malformed PPID, an unknown method or key, or a value the
+        method rejects
+    """
+    if methods is None:
+        methods = get_available_background_methods()
+    if (bg_ppid is None) == (method is None):
+        raise ValueError("Give either a background PPID or a method name")
+    if bg_ppid is not None:
+        if kwargs is not None:
+            raise ValueError("Keyword arguments are given in the PPID itself")
+        if not isinstance(bg_ppid, str) or bg_ppid.count(":") != 1:
+            raise ValueError(
+                f"Invalid background PPID {bg_ppid!r}: expected 'METHOD:KWARGS', "
+                f"e.g. 'rollmed:k=100^b=10000'"
+            )
+        method, kwargs_ppid = (part.strip() for part in bg_ppid.split(":"))
+    if method not in methods:
+        where = f" in PPID {bg_ppid!r}" if bg_ppid is not None else ""
+        raise ValueError(
+            f"Unknown background method '{method}'{where}; available are "
+            f"{sorted(methods)}"
+        )
+    cls = methods[method]
+    if bg_ppid is not None:
+        return cls, ppid.ppid_to_kwargs(cls, kwargs_ppid)
+    kwargs = dict(kwargs or {})
+    spec = ppid.get_kwarg_spec(cls)
+    unknown = sorted(set(kwargs) - set(spec))
+    if unknown:
+        raise ValueError(
+            f"Method '{method}' has no keyword argument(s) {unknown}; valid are "
+            f"{list(spec)}"
+        )
+    cls.check_user_kwargs(**kwargs)
+    return cls, {name: kwargs.get(name, default) for name, (_, default) in spec.items()}
 
 
 def check_positive_int(name: str, value, even: bool = False):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ...io import ImageStack
-from ...io.rtdc import copy_pipeline_background
 from .base import Background
 
 
@@ -85,69 +84,14 @@ class BackgroundCopy(Background):
             ) from exc
 
     def _copy_background(self):
-        """Copy ``image_bg`` and ``bg_off`` from the input to the output
-
-        The output is always a staged file apart from the input (also in
-        place), so the copy reads the input as it was when the run began.
-        """
         self.image_proc.value = 0.0
-        events_in = self.h5in.get("events", {})
-        copied = set()
-        for feat in ("image_bg", "bg_off"):
-            if feat in events_in:
-                self._output.copy_dataset(events_in[feat], feat)
-                copied.add(feat)
-        if "image_bg" not in copied and not self._copy_internal_basin():
-            self._copy_image_bg_frames()
-        if "bg_off" not in copied and self.hdin.get_feature("bg_off") is not None:
-            # bg_off in a basin (file or internal): one value per event
-            self._output.store_feature("bg_off", self.hdin.get_feature("bg_off"))
+        self.output.copy_background_from(self.hdin, progress=self.image_proc)
         self.image_proc.value = 1.0
-
-    def _copy_internal_basin(self) -> bool:
-        for bn_dict in self.hdin.ds.basins_get_dicts():
-            if bn_dict.get("type") != "internal":
-                continue
-            if "image_bg" not in (bn_dict.get("features") or []):
-                continue
-            group = self.h5in[bn_dict.get("paths", ["basin_events"])[0]]
-            data = {"image_bg": group["image_bg"][:]}
-            mapping = bn_dict.get("mapping", "same")
-            if mapping in (None, "same"):
-                self._output.store_feature("image_bg", data["image_bg"])
-            else:
-                self._output.store_internal_basin(
-                    name=bn_dict.get("name", "background images"),
-                    description=bn_dict.get("description"),
-                    features=data,
-                    mapping=self.h5in["events"][mapping][:],
-                )
-            return True
-        return False
-
-    def _copy_image_bg_frames(self):
-        # image_bg only reachable through a (possibly mapped) file basin
-        stack = ImageStack(
-            self.hdin.ds["image_bg"], name=f"'image_bg' of '{self.hdin.path}'"
-        )
-        dset = self._output.create_image_feature(
-            "image_bg", len(stack), stack.frame_shape
-        )
-        for start, stop in stack.iter_blocks():
-            dset[start:stop] = stack.read(start, stop)
-            self.image_proc.value = stop / len(stack)
 
     def stamp_pipeline(self):
         """Keep the input's pipeline claims: the copied data are the input's"""
-        copy_pipeline_background(self.h5in, self._output.h5)
+        self.output.copy_pipeline_background(self.hdin)
 
     def stamp_ppid(self):
         """Keep the PPID of the copied data (it names how they were made)"""
-        for grp in ("events", "basin_events"):
-            for feat in ("image_bg", "bg_off"):
-                path = f"{grp}/{feat}"
-                if path in self.h5out and self.h5in is not None and path in self.h5in:
-                    continue  # attributes were copied with the dataset
-                attrs = self.h5out[path].attrs if path in self.h5out else {}
-                if path in self.h5out and "dcnum ppid background" not in attrs:
-                    attrs["dcnum ppid background"] = self.get_ppid()
+        self.output.set_missing_ppid(self.get_ppid(), source=self.hdin)

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...io.chunks import ChunkCodec, write_frames
 from ...kernels import rolling_median_pixels
 from ...kernels.rolling_median import BAND_BLOCK_SIZE
 from ...workers import wait_all
 from .base import Background, check_positive_int
+
+#: Fewest frames of a pipeline block (at least 4 kernels): while the
+#: workers compute one block, the I/O thread reads the next and writes the
+#: last; blocks of ~1,000 80x320 frames (25 MB) keep the kernels' start-up
+#: cost per block small and the buffers in the CPU caches' reach.
+MIN_BLOCK_FRAMES = 1000
 
 
 class BackgroundRollMed(Background):
@@ -117,7 +122,7 @@ class BackgroundRollMed(Background):
             self.shared_output = self.shared_output_raw.reshape(out_rows, npix)
             #: number of batches processed (see `process_next_batch`)
             self.current_batch = 0
-            self._dataset = None
+            self._feature = None
         except BaseException:
             self.close()
             raise
@@ -195,17 +200,17 @@ class BackgroundRollMed(Background):
             if p1 > p0:
                 yield slice(int(p0), p1)
 
-    def _output_dataset(self):
-        if self._dataset is None:
-            self._dataset = self._output.create_image_feature(
+    def _output_feature(self):
+        if self._feature is None:
+            self._feature = self.output.create_image_feature(
                 "image_bg", self.image_count, self.image_shape
             )
-        return self._dataset
+        return self._feature
 
     def _block_rows(self):
         """Frames per pipeline block: whole output chunks, several kernels"""
-        chunk = self._output_dataset().chunks[0]
-        rows = max(4 * self.kernel_size, 1000)
+        chunk = self._output_feature().chunk_frames
+        rows = max(4 * self.kernel_size, MIN_BLOCK_FRAMES)
         return max(1, round(rows / chunk)) * chunk
 
     def process_approach(self):
@@ -222,22 +227,16 @@ class BackgroundRollMed(Background):
         As in dcnum, the output of ``process_next_batch()`` steps followed
         by a clean exit holds the computed backgrounds, no empty frames.
         """
-        if self._dataset is None or self.current_batch == 0:
+        if self._feature is None or self.current_batch == 0:
             return
         _, slice_out, _ = self.get_slices_for_batch(self.current_batch - 1)
-        self._dataset.resize(slice_out.stop, axis=0)
+        self._feature.truncate(slice_out.stop)
 
     def _fill_tail(self):
         """Frames without a full window get the last computed background"""
-        dset = self._output_dataset()
+        feature = self._output_feature()
         first = max(1, self.image_count - self.kernel_size)
-        last = dset[first - 1]
-        chunk = dset.chunks[0]
-        pos = first
-        while pos < self.image_count:
-            stop = min(self.image_count, (pos // chunk + 1) * chunk)
-            dset[pos:stop] = last[np.newaxis]
-            pos = stop
+        feature.fill(first, self.image_count, feature.read(first - 1))
 
     def process_next_batch(self):
         """Process one batch of input data"""
@@ -252,7 +251,7 @@ class BackgroundRollMed(Background):
 
     def _process_batch(self, start, output_size):
         k = self.kernel_size
-        dset = self._output_dataset()
+        feature = self._output_feature()
         rows = self._block_rows()
         # Blocks end on absolute chunk boundaries of the output dataset,
         # so every compressed chunk is written exactly once.
@@ -260,27 +259,25 @@ class BackgroundRollMed(Background):
         ends.append(output_size)
         blocks = list(zip([0, *ends[:-1]], ends, strict=True))
 
-        codec = ChunkCodec.for_dataset(dset)
-
         def read(lo, hi):
             self.input_data.read(
-                start + lo, start + hi, out=self.shared_input[lo:hi], pool=self._pool
+                start + lo, start + hi, out=self.shared_input[lo:hi], pool=self.pool
             )
 
         def write(lo, hi):
-            write_frames(dset, codec, start + lo, self.shared_output[lo:hi], self._pool)
+            feature.write(start + lo, self.shared_output[lo:hi], self.pool)
 
         pending = []
         read_end = blocks[0][1] + k - 1
-        reading = self._io.submit(read, 0, read_end)
+        reading = self.io_pool.submit(read, 0, read_end)
         try:
             for ii, (lo, hi) in enumerate(blocks):
                 wait_all([reading])
                 if ii + 1 < len(blocks):
                     next_end = blocks[ii + 1][1] + k - 1
-                    reading = self._io.submit(read, read_end, next_end)
+                    reading = self.io_pool.submit(read, read_end, next_end)
                     read_end = next_end
-                self._pool.run_all(
+                self.pool.run_all(
                     rolling_median_pixels,
                     [
                         (
@@ -292,7 +289,7 @@ class BackgroundRollMed(Background):
                         for pix in self.map_iterator()
                     ],
                 )
-                pending.append(self._io.submit(write, lo, hi))
+                pending.append(self.io_pool.submit(write, lo, hi))
                 self.image_proc.value = (start + hi) / self.image_count
             wait_all(pending)
         except BaseException:

@@ -273,7 +273,7 @@ class BackgroundSparseMed(Background):
             time = self.hdin.get_feature("time")
             if time is not None:
                 return time - time[0]
-            rate = self.h5in.attrs.get("imaging:frame rate")
+            rate = self.hdin.get_frame_rate()
             if rate is not None:
                 rate = self._check_frame_rate(rate)
                 frame = self.hdin.get_feature("frame")
@@ -311,7 +311,7 @@ class BackgroundSparseMed(Background):
         """Median (sorted position k // 2) of a (k, pixels) window into `out`"""
         flat = out.reshape(-1)
         rank = window.shape[0] // 2
-        self._pool.run_all(
+        self.pool.run_all(
             window_median_pixels,
             [(window, rank, flat, pix) for pix in self._pixel_slices()],
         )
@@ -328,7 +328,7 @@ class BackgroundSparseMed(Background):
         """
         self.start_workers()
         start, stop = self.get_window(second)
-        self.input_data.read(start, stop, out=self.shared_input, pool=self._pool)
+        self.input_data.read(start, stop, out=self.shared_input, pool=self.pool)
         self._median(self.shared_input, self.shared_output)
         self.bg_images[ii] = self.shared_output
         self.image_proc.value = stop / (self.image_count * (1 + self.offset_correction))
@@ -343,7 +343,7 @@ class BackgroundSparseMed(Background):
         step_times = self.step_times[used]
         bg_images = self.bg_images[used]
         bg_idx = assign_background_index(self.time, step_times, self.split_time)
-        self._output.store_internal_basin(
+        self.output.store_internal_basin(
             name="background images",
             description=f"Pipeline identifier: {self.get_ppid()}",
             features={"image_bg": bg_images},
@@ -353,7 +353,7 @@ class BackgroundSparseMed(Background):
             rows = min(OFFSET_ROWS, self.image_shape[0])
             bg_mean = np.mean(bg_images[:, :OFFSET_ROWS, :], axis=(1, 2))
             frame_mean = top_sums.astype(np.float64) / (rows * self.image_shape[1])
-            self._output.store_feature("bg_off", frame_mean - bg_mean[bg_idx])
+            self.output.store_feature("bg_off", frame_mean - bg_mean[bg_idx])
         self.image_proc.value = 1.0
 
     def _compute_series_and_sums(self) -> np.ndarray | None:
@@ -386,17 +386,17 @@ class BackgroundSparseMed(Background):
         def read(lo, hi):
             # frames outside all windows only contribute their top-row sums
             if in_window(lo, hi):
-                frames = self.input_data.read(lo, hi, pool=self._pool)
+                frames = self.input_data.read(lo, hi, pool=self.pool)
                 return frames.reshape(hi - lo, npix), None
-            sums = self.input_data.sum_top_rows(lo, hi, OFFSET_ROWS, pool=self._pool)
+            sums = self.input_data.sum_top_rows(lo, hi, OFFSET_ROWS, pool=self.pool)
             return None, sums
 
-        reading = self._io.submit(read, *blocks[0]) if blocks else None
+        reading = self.io_pool.submit(read, *blocks[0]) if blocks else None
         try:
             for bi, (lo, hi) in enumerate(blocks):
                 frames, sums = wait_all([reading])[0]
                 if bi + 1 < len(blocks):
-                    reading = self._io.submit(read, *blocks[bi + 1])
+                    reading = self.io_pool.submit(read, *blocks[bi + 1])
                 if top_sums is not None:
                     if sums is None:
                         top = frames.reshape(hi - lo, *self.image_shape)[

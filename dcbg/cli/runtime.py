@@ -1,0 +1,336 @@
+"""How dcbg's commands run: errors, signals, warnings, progress, methods
+
+The policy shared by every command: errors become one-line messages
+(exit status 1, click's 2 for wrong usage), warnings one line each,
+SIGINT/SIGTERM a clean stop with exit status 130/143 (a second one ends
+the process at once), progress a bar or a few lines on stderr, and the
+method with its keyword arguments comes from ``--ppid`` or ``--method``
+with options.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import warnings
+
+import click
+
+from .. import ppid
+from ..feat.feat_background.base import resolve_method as resolve_ppid_or_method
+from ..io.transaction import STOP_SIGNALS
+from .options import MethodKwarg
+
+#: click settings of every command: -h as --help, help text up to 100 columns
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+#: errors whose message is meant for the user as it is
+USER_ERRORS = (OSError, ValueError, TypeError, MemoryError)
+
+#: fractions at which progress is printed when stderr is not a terminal
+PROGRESS_LINE_STEPS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+class Interrupted(click.ClickException):
+    """The computation was stopped by a signal (Ctrl-C: exit status 130)"""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
+
+
+def one_line(text: str) -> str:
+    """Join a multi-line message into one line"""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+@contextlib.contextmanager
+def errors_as_messages(debug: bool):
+    """Turn exceptions into ``Error: <message>`` (exit 1), unless `debug`
+
+    With `debug` the exception propagates and Python prints the traceback.
+    """
+    try:
+        yield
+    except (click.ClickException, click.exceptions.Exit, click.Abort):
+        raise
+    except Exception as exc:
+        if debug:
+            raise
+        if isinstance(exc, USER_ERRORS):
+            message = one_line(exc)
+        else:
+            message = (
+                f"{type(exc).__name__}: {one_line(exc)} "
+                f"(run with --debug for the traceback)"
+            )
+        raise click.ClickException(message) from exc
+
+
+def configure_logging(debug: bool):
+    """Show dcbg's log on stderr with --debug; otherwise warnings only once
+
+    The methods both log and ``warnings.warn`` a warning; without a
+    handler Python would print the log record too, so the warning
+    (shown as one line by :func:`show_warning`) is the only copy.
+    """
+    logger = logging.getLogger("dcbg")
+    if debug:
+        logging.basicConfig(
+            level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s"
+        )
+        logger.setLevel(logging.DEBUG)
+    elif not logger.handlers:
+        logger.addHandler(logging.NullHandler())
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None):
+    """Show a warning as one line ``Warning: <message>`` on stderr"""
+    click.echo(f"Warning: {one_line(message)}", err=True)
+
+
+class StopOnSignals:
+    """Turn the first SIGINT or SIGTERM into a KeyboardInterrupt
+
+    The first signal starts a clean stop (worker threads end, the staged
+    output is removed, the output path stays as it was). A second signal
+    ends the process at once, as a second Ctrl-C should; what it leaves
+    (a hidden staged file) is removed by the next run for that output.
+
+    Attributes
+    ----------
+    signum: int or None
+        The signal received, if any
+    """
+
+    SIGNALS = STOP_SIGNALS
+
+    def __init__(self):
+        self.signum = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            os.write(2, b"Stopped at once (second interrupt)\n")
+            os._exit(128 + int(signum))
+        self.signum = signum
+        raise KeyboardInterrupt
+
+    def __enter__(self):
+        # signal handlers can only be set from the main thread
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+@contextlib.contextmanager
+def command_guard(debug: bool, interrupted: str):
+    """The run of a command: errors as messages, Ctrl-C as `Interrupted`
+
+    Errors become one-line messages (tracebacks with `debug`), warnings
+    are shown one line each, and SIGINT/SIGTERM stop the work and exit
+    with `Interrupted` carrying the message `interrupted`.
+    """
+    with (
+        errors_as_messages(debug),
+        warnings.catch_warnings(),
+        StopOnSignals() as stop,
+    ):
+        warnings.showwarning = show_warning
+        try:
+            yield
+        except KeyboardInterrupt as exc:
+            signum = stop.signum or signal.SIGINT
+            # the work may say more exactly what was kept
+            message = exc.args[0] if exc.args else interrupted
+            raise Interrupted(message, signum=signum) from None
+
+
+def progress_style(quiet: bool) -> str:
+    """How to show progress: none (--quiet), a bar on a terminal, else lines"""
+    if quiet:
+        return "none"
+    return "bar" if sys.stderr.isatty() else "lines"
+
+
+class ProgressDisplay:
+    """Show a background computation's progress on stderr while it runs
+
+    A daemon thread polls ``get_progress()`` (updated by the worker
+    threads) while the main thread runs ``process()``, so that Ctrl-C
+    reaches ``process()`` directly.
+
+    Parameters
+    ----------
+    get_progress: callable
+        Returns the fraction of work done, in [0, 1]
+    total_frames: int
+        Number of frames processed
+    style: str
+        "bar" (tqdm progress bar), "lines" (a few plain lines, for logs
+        and pipes) or "none"
+    poll_interval: float
+        Seconds between two polls
+    """
+
+    def __init__(self, get_progress, total_frames: int, style: str, poll_interval=0.1):
+        if style not in ("bar", "lines", "none"):
+            raise ValueError(f"Unknown progress style {style!r}")
+        self.get_progress = get_progress
+        self.total_frames = int(total_frames)
+        self.style = style
+        self.poll_interval = poll_interval
+        self._stop = threading.Event()
+        self._thread = None
+        self._bar = None
+        self._steps_shown = 0
+        self._start_time = None
+
+    def __enter__(self):
+        self._start_time = time.perf_counter()
+        if self.style == "none":
+            return self
+        if self.style == "bar":
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=self.total_frames,
+                unit="frame",
+                desc="Background",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                mininterval=self.poll_interval,
+            )
+        self._show(0.0)
+        self._thread = threading.Thread(
+            target=self._poll, name="dcbg-progress", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if exc_type is None:
+            self._show(1.0)
+        if self._bar is not None:
+            self._bar.close()
+
+    def _poll(self):
+        while not self._stop.wait(self.poll_interval):
+            self._show(self.get_progress())
+
+    def _show(self, fraction: float):
+        done = round(fraction * self.total_frames)
+        if self._bar is not None:
+            self._bar.update(done - self._bar.n)
+            return
+        if self.style != "lines":
+            return
+        passed = sum(fraction >= step for step in PROGRESS_LINE_STEPS)
+        # one line per poll with the actual value, even if it passed two steps
+        if passed > self._steps_shown:
+            self._steps_shown = passed
+            seconds = time.perf_counter() - self._start_time
+            click.echo(
+                f"Progress: {fraction:4.0%} ({done}/{self.total_frames} frames, "
+                f"{seconds:.1f} s)",
+                err=True,
+            )
+
+
+def _option_for_message(message: str, kwargs: dict, given: list[str]) -> str | None:
+    """The keyword argument a check_user_kwargs error message is about"""
+    for names in (given, list(kwargs)):
+        positions = {}
+        for name in names:
+            match = re.search(rf"\b{re.escape(name)}\b", message)
+            if match:
+                positions[name] = match.start()
+        if positions:
+            return min(positions, key=positions.get)
+    return None
+
+
+def resolve_method(
+    ctx: click.Context,
+    methods: dict,
+    method_kwargs: dict[str, MethodKwarg],
+    ppid_text: str | None,
+    method: str | None,
+    option_values: dict,
+) -> tuple[type, dict]:
+    """The method class and its keyword arguments from the command line
+
+    Raises
+    ------
+    click.UsageError
+        For a wrong combination of options or a value the method rejects
+    """
+    given = {
+        kwarg.name: option_values[kwarg.param_name]
+        for kwarg in method_kwargs.values()
+        if option_values.get(kwarg.param_name) is not None
+    }
+    if ppid_text is not None and method is not None:
+        raise click.UsageError(
+            "Options --ppid and --method are mutually exclusive; give one of them",
+            ctx,
+        )
+    if ppid_text is None and method is None:
+        raise click.UsageError(
+            "Give either --method NAME or --ppid PPID (see 'dcbg methods')", ctx
+        )
+
+    if ppid_text is not None:
+        if given:
+            labels = ", ".join(method_kwargs[name].option_label for name in given)
+            raise click.UsageError(
+                f"Option(s) {labels} cannot be combined with --ppid; put the "
+                f"value(s) into the PPID instead",
+                ctx,
+            )
+        try:
+            return resolve_ppid_or_method(ppid_text.strip(), methods=methods)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx, param_hint="'--ppid'") from exc
+
+    cls = methods[method]
+    kwargs = {}
+    for name, value in given.items():
+        kwarg = method_kwargs[name]
+        if method not in kwarg.methods:
+            accepted = [
+                kw.option_label for kw in method_kwargs.values() if method in kw.methods
+            ]
+            accepts = ", ".join(accepted) if accepted else "no options"
+            raise click.UsageError(
+                f"Option {kwarg.option_label} is not accepted by method "
+                f"'{method}' (it accepts {accepts})",
+                ctx,
+            )
+        try:
+            kwargs[name] = kwarg.convert(value, method)
+        except ValueError as exc:
+            raise click.BadParameter(
+                str(exc), ctx, param_hint=f"'--{kwarg.flag}'"
+            ) from exc
+    try:
+        return resolve_ppid_or_method(method=method, kwargs=kwargs, methods=methods)
+    except ValueError as exc:
+        name = _option_for_message(str(exc), ppid.get_kwarg_spec(cls), list(given))
+        hint = f"'--{method_kwargs[name].flag}'" if name in method_kwargs else None
+        raise click.BadParameter(str(exc), ctx, param_hint=hint) from exc
