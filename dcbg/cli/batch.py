@@ -13,11 +13,15 @@ import os
 import pathlib
 import sys
 import time
+import typing
 
 import click
 
-from ..cluster import BatchInterrupted, FileResult, process_many
 from ..feat.feat_background import get_available_background_methods
+
+if typing.TYPE_CHECKING:
+    from ..cluster import FileResult
+
 from .options import (
     basin_options,
     collect_method_kwargs,
@@ -242,6 +246,9 @@ def make_batch_command(methods: dict | None = None) -> click.Command:
             debug,
             "Interrupted (run the same command again to resume)",
         ):
+            # Dask is imported when a batch runs, not for --help
+            from ..cluster import BatchInterrupted, process_many
+
             try:
                 results = process_many(
                     input_paths,

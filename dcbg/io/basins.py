@@ -45,13 +45,8 @@ import pathlib
 import re
 import stat
 
-import dclab
 import h5py
 import numpy as np
-from dclab.rtdc_dataset import feat_basin
-from dclab.rtdc_dataset.fmt_hdf5 import RTDC_HDF5
-from dclab.rtdc_dataset.fmt_hdf5.base import OldFormatNotSupportedError
-from dclab.rtdc_dataset.fmt_hdf5.basin import HDF5Basin
 
 from .images import check_storage
 
@@ -422,6 +417,7 @@ class MappedData:
 
 def _policy_file_basin_class():
     """dclab's HDF5 file basin whose dataset is opened under the policy"""
+    from dclab.rtdc_dataset.fmt_hdf5.basin import HDF5Basin
 
     class PolicyHDF5Basin(HDF5Basin):
         """A file basin that dcbg has checked and opened itself
@@ -680,6 +676,8 @@ class PolicyMeasurement:
         ):
             raise _Refusal(f"its data group '{location}' is not in the file")
         check_links(self.h5, self.path, (location,))
+        from dclab.rtdc_dataset import feat_basin
+
         b_cls = feat_basin.get_basin_classes()[bdict["format"]]
         try:
             basin = b_cls(location, **self._basin_kwargs(bdict, keys))
@@ -762,6 +760,8 @@ class PolicyMeasurement:
                 "remote basins are not followed (no network access); allow "
                 "them with --allow-remote-basins (allow_remote_basins=True)"
             )
+        from dclab.rtdc_dataset import feat_basin
+
         b_cls = feat_basin.get_basin_classes().get(bdict["format"])
         if b_cls is None:
             raise _Refusal(f"dclab does not support format {bdict['format']!r}")
@@ -936,6 +936,8 @@ class PolicyMeasurement:
                     index = source.index[index]
                 return FeatureSource(source.data, index, source.path, source.route)
             # remote (only if allowed): dclab reads and maps the data
+            from dclab.rtdc_dataset import feat_basin
+
             try:
                 data = fb.basin.get_feature_data(feat)
             except (
@@ -1011,6 +1013,8 @@ class _Refusal(Exception):
 
 def _priority(bdict: dict) -> str:
     """dclab's order of basins (internal, file, remote; unmapped first)"""
+    from dclab.rtdc_dataset import feat_basin
+
     try:
         return feat_basin.basin_priority_sorted_key(bdict)
     except (TypeError, AttributeError):
@@ -1057,6 +1061,9 @@ def open_rtdc(path: pathlib.Path, writable: bool = False):
     # with dclab's default (no locking) the user could not open the same
     # file with h5py in this process while dcbg reads it
     h5kwargs = {"mode": "a" if writable else "r", "locking": "best-effort"}
+    from dclab.rtdc_dataset.fmt_hdf5 import RTDC_HDF5
+    from dclab.rtdc_dataset.fmt_hdf5.base import OldFormatNotSupportedError
+
     try:
         return RTDC_HDF5(path, h5kwargs=h5kwargs, enable_basins=False)
     except OSError as exc:
@@ -1186,5 +1193,5 @@ __all__ = [
     "open_rtdc",
 ]
 
-# dclab is imported for its side effect of registering all basin classes
-_ = dclab
+# dclab (imported where first needed) registers all its basin classes when
+# any of its modules is imported

@@ -15,12 +15,8 @@ import pathlib
 import shutil
 import weakref
 
-import dclab
 import h5py
-import hdf5plugin
 import numpy as np
-from dclab.rtdc_dataset.copier import rtdc_copy
-from dclab.util import hashobj
 
 from .._version import __version__
 from .basins import (
@@ -65,6 +61,8 @@ def get_compression_kwargs(compress: bool, level: int = ZSTD_LEVEL) -> dict:
     checksums are always added by the writer.
     """
     if compress:
+        import hdf5plugin  # 0.15 s to import: only where data are written
+
         return dict(hdf5plugin.Zstd(clevel=level))
     return {"compression": None}
 
@@ -248,6 +246,8 @@ class InputMeasurement:
         listed: the output carries copies of those basins, and dcnum does
         not follow nested basins.
         """
+        import dclab
+
         feats = set(self.h5.get("events", {}).keys())
         for bn_dict in self.followed_basins():
             if bn_dict.get("type") == "internal":
@@ -342,6 +342,8 @@ class OutputFile:
                     self.h5 = h5py.File(self.staged_path, "w", locking=False)
                     if measurement is not None:
                         self._init_from_input(measurement)
+                import dclab
+
                 self.writer = dclab.RTDCWriter(
                     self.h5, mode="append", compression_kwargs=self.compression_kwargs
                 )
@@ -351,6 +353,9 @@ class OutputFile:
             raise
 
     def _init_from_input(self, measurement: InputMeasurement):
+        import dclab
+        from dclab.rtdc_dataset.copier import rtdc_copy
+
         # metadata, logs and tables (no features: they stay in the input)
         rtdc_copy(
             src_h5file=measurement.h5,
@@ -754,6 +759,9 @@ def _drop_same_mapping(h5: h5py.File, key: str):
     dclab writes it, dclab also reads a basin without it as unmapped, but
     dcnum 0.31.0 skips basins whose mapping is not a feature of the file.
     """
+    import dclab
+    from dclab.util import hashobj
+
     basins = h5["basins"]
     bn_dict = read_basin_definition(basins[key])
     if bn_dict.get("mapping") != "same":

@@ -6,7 +6,6 @@ import numbers
 import warnings
 
 import numpy as np
-from scipy import ndimage
 
 from ...kernels import window_median_pixels
 from ...workers import wait_all
@@ -484,6 +483,8 @@ def cleanse_background_series(bg_images, thresh_cleansing, frac_cleansing, logge
     spread = max(20, height // 4)
     center = slice(height // 2 - spread, height // 2 + spread)
     profiles_center = np.mean(profiles_norm[:, center], axis=1)
+    from scipy import ndimage  # 0.3 s to import: only where it is used
+
     baseline = ndimage.median_filter(profiles_center, size=10)
     deviation = profiles_center - baseline
     ref = np.abs(deviation - np.median(deviation))
