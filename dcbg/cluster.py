@@ -31,6 +31,7 @@ import os
 import pathlib
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterable
 
 import distributed
@@ -76,6 +77,9 @@ class FileResult:
         Why the file failed (one line), None otherwise
     worker: str or None
         Address of the Dask worker that produced this result
+    warnings: list of str
+        Warnings of the computation, one line each (e.g. a kernel size
+        larger than the number of frames)
     """
 
     input_path: pathlib.Path
@@ -86,6 +90,7 @@ class FileResult:
     seconds: float | None = None
     error: str | None = None
     worker: str | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 def get_output_path(input_path, out_dir) -> pathlib.Path:
@@ -163,13 +168,54 @@ def process_file(
     output_path = pathlib.Path(output_path)
     result = FileResult(input_path, output_path, str(ppid), "failed")
     t0 = time.perf_counter()
+    # Warnings go into the result, once each: on a Dask worker, Python
+    # would print them with a source line, and the log record of the same
+    # warning again (no log handler there).
+    logging.getLogger("dcbg").addHandler(_NULL_HANDLER)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _process_file(
+            result,
+            input_path,
+            output_path,
+            ppid,
+            compress,
+            force,
+            num_cpus,
+            basin_root,
+            allow_remote_basins,
+            t0,
+        )
+    result.warnings = list(
+        dict.fromkeys(" ".join(str(w.message).split()) for w in caught)
+    )
+    return result
+
+
+#: keeps dcbg's log records (they repeat its warnings) from Python's
+#: last-resort handler where nothing else handles them
+_NULL_HANDLER = logging.NullHandler()
+
+
+def _process_file(
+    result,
+    input_path,
+    output_path,
+    ppid,
+    compress,
+    force,
+    num_cpus,
+    basin_root,
+    allow_remote_basins,
+    t0,
+):
     try:
         cls, kwargs = resolve_method(ppid)
         result.ppid = cls.get_ppid_from_ppkw(kwargs)
         replace = output_path.exists()
         if replace and not force:
             _check_existing_output(output_path, result)
-            return result
+            return
         basin_kwargs = {
             "basin_root": basin_root,
             "allow_remote_basins": allow_remote_basins,
@@ -183,7 +229,6 @@ def process_file(
         result.error = describe_error(exc)
         if not isinstance(exc, _CLEAR_ERRORS):
             logger.exception(f"Background of '{input_path}' failed")
-    return result
 
 
 def _check_existing_output(output_path: pathlib.Path, result: FileResult):

@@ -17,6 +17,7 @@ import typing
 
 import click
 
+from .. import ppid
 from ..feat.feat_background import get_available_background_methods
 
 if typing.TYPE_CHECKING:
@@ -34,6 +35,7 @@ from .runtime import (
     configure_logging,
     progress_style,
     resolve_method,
+    with_option_names,
 )
 
 #: flags of ``dcbg batch`` that method keyword arguments must not take
@@ -273,6 +275,15 @@ def make_batch_command(methods: dict | None = None) -> click.Command:
                 progress.close()
         seconds = time.perf_counter() - start
         names = [str(path) for path in input_paths]
+        option_names = ppid.get_kwarg_spec(cls)
+        for result, name in zip(results, names, strict=True):
+            # the API names keyword arguments, the user typed options
+            if result.error:
+                result.error = with_option_names(result.error, option_names)
+            if not quiet:
+                for warning in result.warnings:
+                    message = with_option_names(warning, option_names)
+                    click.echo(f"Warning: {name}: {message}", err=True)
         if quiet:
             for result, name in zip(results, names, strict=True):
                 if result.status == "failed":

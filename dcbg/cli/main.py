@@ -37,6 +37,7 @@ from .runtime import (
     errors_as_messages,
     progress_style,
     resolve_method,
+    with_option_names,
 )
 
 #: flags of ``dcbg compute`` that method keyword arguments must not take
@@ -112,6 +113,9 @@ def run_compute(
                 bg.process()
             bg_ppid = bg.get_ppid()
             frames = bg.image_count
+    except ValueError as exc:
+        # e.g. rollmed's kernel_size larger than the number of frames
+        raise ValueError(with_option_names(str(exc), ppid.get_kwarg_spec(cls))) from exc
     except MemoryError as exc:
         raise MemoryError(
             f"Not enough memory to compute the background of '{input_path}' "

@@ -82,15 +82,25 @@ class MethodKwarg:
         return click.STRING
 
     def help_text(self) -> str:
-        """Help: description, accepting methods and their defaults"""
-        # the first method's wording; the methods describe the same thing
-        description = next(
-            (text for text in self.help_by_method.values() if text), ""
-        ).rstrip(".")
+        """Help: description(s), accepting methods and their defaults
+
+        Methods that describe the argument alike share one description;
+        otherwise each method's is given (e.g. rollmed's kernel size must
+        be even, sparsemed's need not).
+        """
+        texts = {
+            code: plain_text(text).rstrip(".")
+            for code, text in self.help_by_method.items()
+            if text
+        }
         defaults = ", ".join(
             f"{format_default(default)} ({code})"
             for code, default in self.default_by_method.items()
         )
+        if len(set(texts.values())) > 1:
+            described = " ".join(f"[{code}] {text}." for code, text in texts.items())
+            return f"{described} Default: {defaults}."
+        description = next(iter(texts.values()), "")
         methods = ", ".join(self.methods)
         return f"[{methods}] {description}. Default: {defaults}."
 
@@ -121,6 +131,16 @@ def get_method_description(cls) -> str:
         if text and text.strip():
             return text.strip().splitlines()[0].strip().rstrip(".")
     return "(no description)"
+
+
+def plain_text(text: str) -> str:
+    """Docstring text without reStructuredText markup, for a terminal
+
+    ``literal``, `name` and :role:`target` become literal, name, target.
+    """
+    text = re.sub(r":[a-z:]+:`~?([^`]+)`", r"\1", text)
+    text = re.sub(r"``([^`]+)``", r"\1", text)
+    return re.sub(r"`([^`]+)`", r"\1", text)
 
 
 def parse_parameter_docs(docstring: str | None) -> dict[str, str]:
@@ -157,7 +177,7 @@ def parse_parameter_docs(docstring: str | None) -> dict[str, str]:
             descriptions[current] = []
         elif current is not None and line.strip():
             descriptions[current].append(line.strip())
-    return {name: " ".join(words) for name, words in descriptions.items()}
+    return {name: plain_text(" ".join(words)) for name, words in descriptions.items()}
 
 
 def _plain_type(annotation):

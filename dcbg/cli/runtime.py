@@ -252,6 +252,21 @@ class ProgressDisplay:
             )
 
 
+def with_option_names(message: str, names) -> str:
+    """`message` with keyword-argument names written as command-line options
+
+    The API's messages name keyword arguments (``kernel_size``); on the
+    command line the user types ``--kernel-size``. Quoted parts (file
+    names) are left as they are.
+    """
+    parts = re.split(r"('[^']*')", message)
+    for index in range(0, len(parts), 2):
+        for name in names:
+            flag = "--" + name.replace("_", "-")
+            parts[index] = re.sub(rf"(?<![-\w]){re.escape(name)}\b", flag, parts[index])
+    return "".join(parts)
+
+
 def _option_for_message(message: str, kwargs: dict, given: list[str]) -> str | None:
     """The keyword argument a check_user_kwargs error message is about"""
     for names in (given, list(kwargs)):
