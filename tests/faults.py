@@ -131,32 +131,46 @@ class Outcome:
         )
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # a member we may not signal still exists
-        return True
-    return True
+#: processes of a group signalled at its end need a moment to die and be
+#: reaped (by init, once their parent is gone) before the group is empty
+STRAY_GRACE_S = 2.0
 
 
-def _kill_strays(pgid: int) -> list[int]:
-    """SIGKILL what is left of a process group, return the pids found"""
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group `pgid`"""
     import psutil
 
     pids = []
-    for proc in psutil.process_iter(["pid"]):
+    for proc in psutil.process_iter(["pid", "status"]):
         try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
             if os.getpgid(proc.info["pid"]) == pgid:
                 pids.append(proc.info["pid"])
         except (ProcessLookupError, psutil.Error):
             continue
+    return pids
+
+
+def _strays(pgid: int) -> list[int]:
+    """Processes left in the group after its leader ended (then SIGKILLed)"""
+    deadline = time.monotonic() + STRAY_GRACE_S
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        members = _group_members(pgid)
+        if not members:
+            return []
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     try:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    return pids
+    return members
 
 
 def _wait(proc: subprocess.Popen, timeout: float) -> bool:
@@ -248,7 +262,7 @@ def run_dcbg(
                 proc.wait()
         duration = time.monotonic() - start
     # the leader is reaped; anything left in its group is a stray
-    strays = _kill_strays(pgid) if _group_alive(pgid) else []
+    strays = _strays(pgid)
     return Outcome(
         returncode=proc.returncode,
         kind=kind,
