@@ -59,7 +59,7 @@ def get_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=0,
-        help="worker processes for Zstd compression (0: in-process)",
+        help="threads that compress image chunks (0: in this thread)",
     )
     return parser
 

@@ -12,11 +12,11 @@ from dcnum.read import HDF5Data
 
 from dcbg.testing import (
     SyntheticModel,
+    fit_background,
     make_basin_variants,
     make_synthetic_measurement,
     make_synthetic_stack,
 )
-from dcbg.testing.synthetic import fit_background
 
 N_FRAMES = 300
 

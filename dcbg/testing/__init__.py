@@ -1,21 +1,28 @@
-"""Helpers for tests and benchmarks: realistic synthetic RT-DC measurements.
+"""Helpers for tests and benchmarks: realistic synthetic RT-DC measurements
 
-The generator builds frames from the bundled real measurement
-(``dcbg/data/cytoshot_2024_80x320.rtdc``): its background image, sensor
-noise, slow drift, frame-to-frame flicker and the real cells cut out of it.
+- :mod:`dcbg.testing.model`: the image model (:class:`SyntheticModel`,
+  :func:`make_synthetic_stack`), built from the bundled real measurement
+  (``dcbg/data/cytoshot_2024_80x320.rtdc``): its background image, sensor
+  noise, slow drift, frame-to-frame flicker and the real cells cut out of it
+- :mod:`dcbg.testing.writer`: :func:`make_synthetic_measurement` writes the
+  model as an .rtdc file
+- :mod:`dcbg.testing.fixtures`: :func:`make_basin_variants` writes files
+  whose images come from basins
 """
 
-from .synthetic import (
+from .fixtures import make_basin_variants
+from .model import (
     REFERENCE_MEASUREMENT,
     SyntheticModel,
-    make_basin_variants,
-    make_synthetic_measurement,
+    fit_background,
     make_synthetic_stack,
 )
+from .writer import make_synthetic_measurement
 
 __all__ = [
     "REFERENCE_MEASUREMENT",
     "SyntheticModel",
+    "fit_background",
     "make_basin_variants",
     "make_synthetic_measurement",
     "make_synthetic_stack",

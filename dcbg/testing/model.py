@@ -1,0 +1,523 @@
+"""A realistic image model of RT-DC measurements, for tests and benchmarks
+
+Frames are assembled from the bundled real measurement
+:data:`REFERENCE_MEASUREMENT` (an 80x320 px CytoShot recording):
+
+- the real background image (cropped or mirror-tiled to other shapes),
+- Gaussian sensor noise, taken as random windows of a precomputed noise
+  bank (drawing fresh normals for every pixel would dominate the runtime),
+- a slow drift of the illumination over the whole measurement,
+- a frame-to-frame flicker offset added to the whole frame,
+- real cells (``image - image_bg`` inside a slightly dilated ``mask`` of the
+  real events) pasted near the channel centre into a random subset of frames,
+- optional "streaks": time intervals in which almost every frame has a cell
+  at nearly the same position; these end up in median backgrounds and are
+  what the sparse-median cleansing step has to remove.
+
+All random draws happen up front (per frame and per cell) from independent
+streams of one :class:`numpy.random.SeedSequence`, so a frame does not depend
+on how the stack is split into chunks, and the in-memory stack of
+:func:`make_synthetic_stack` equals the file content written by
+:func:`dcbg.testing.make_synthetic_measurement` for the same parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import pathlib
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+#: real measurement the synthetic frames are built from
+REFERENCE_MEASUREMENT = (
+    pathlib.Path(__file__).resolve().parent.parent
+    / "data"
+    / "cytoshot_2024_80x320.rtdc"
+)
+
+#: allowed values for ``time_source``
+TIME_SOURCES = ("time", "frame", "rate", "none")
+
+#: masks smaller than this (in pixels) are segmentation debris, not cells
+_MIN_CELL_AREA = 100
+#: width (px) over which a cell cut-out fades to zero outside its mask;
+#: keeps the bright diffraction rim around the cell
+_HALO_PX = 4
+#: half height (rows) of the channel-centre band that taller backgrounds
+#: repeat: the centre rows hold no wall structure, so repeating them
+#: widens the channel without seams
+_CENTRE_BAND_HALF_ROWS = 8
+#: range of the random first camera frame number: real files start at a
+#: nonzero frame number, which time axes must not assume away
+_FIRST_FRAME_RANGE = (1_000, 100_000)
+#: dropped camera frames after a gap (1 to 3), as cameras drop frames
+_GAP_SIZES = (1, 4)
+#: (frequency over the whole measurement, relative amplitude) of the
+#: sinusoids of the slow drift: a few slow oscillations at most
+_DRIFT_COMPONENTS = ((0.5, 1.0), (1.3, 0.5), (2.7, 0.25))
+#: chance that a frame with a cell has a second one (RT-DC frames mostly
+#: hold one cell; a second tests several events per frame)
+_SECOND_CELL_PROBABILITY = 0.15
+#: standard deviation (px) of the cells' distance from the channel axis:
+#: cells flow near the centre of the channel
+_CELL_Y_SIGMA = 1.5
+#: jitter (px, inclusive) of streak cells around their nominal position:
+#: small enough that a median over the streak still shows the cell
+_STREAK_JITTER_Y = 1
+_STREAK_JITTER_X = 2
+#: grey values are clipped just below 256 before the truncating cast to
+#: uint8, so that 255.5 and above stay 255
+_GREY_MAX = 255.99
+#: the noise bank holds at least this many values, so that frame windows
+#: of tiny images still vary
+_MIN_NOISE_BANK = 2**16
+
+
+@dataclasses.dataclass(frozen=True)
+class _Reference:
+    """Content extracted once from the reference measurement"""
+
+    #: background image (float32, 80x320)
+    background: np.ndarray
+    #: cell cut-outs: background-free residuals (float32, bounding boxes)
+    sprites: tuple[np.ndarray, ...]
+    #: HDF5 root attributes (str values decoded)
+    attrs: dict
+
+
+@functools.lru_cache(maxsize=1)
+def _load_reference() -> _Reference:
+    import h5py
+    from scipy import ndimage
+
+    from ..io.conventions import decode_text
+
+    with h5py.File(REFERENCE_MEASUREMENT, "r") as h5:
+        events = h5["events"]
+        image = events["image"][:].astype(np.float32)
+        image_bg = events["image_bg"][:].astype(np.float32)
+        mask = events["mask"][:] > 0
+        attrs = {
+            key: decode_text(val) if isinstance(val, bytes) else val
+            for key, val in h5.attrs.items()
+        }
+
+    sprites = []
+    for img, img_bg, msk in zip(image, image_bg, mask, strict=True):
+        if msk.sum() < _MIN_CELL_AREA:
+            continue
+        resid = img - img_bg
+        # The residual also carries the flicker offset of that frame; the
+        # generator adds its own flicker, so remove it from the cell.
+        resid -= np.median(resid[~msk])
+        dist = ndimage.distance_transform_edt(~msk)
+        weight = np.clip(1 - dist / _HALO_PX, 0, 1)
+        ys, xs = np.nonzero(weight > 0)
+        region = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+        sprites.append(np.ascontiguousarray((resid * weight)[region]))
+
+    return _Reference(
+        background=image_bg[0].copy(),
+        sprites=tuple(sprites),
+        attrs=attrs,
+    )
+
+
+def fit_background(background: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Crop or extend a channel background image to another shape
+
+    Parameters
+    ----------
+    background: np.ndarray
+        2D background image; the channel runs along axis 1 (x) and the
+        channel walls are near the first and last rows.
+    shape: tuple of int
+        Target shape ``(height, width)`` in pixels.
+
+    Returns
+    -------
+    np.ndarray
+        Background image of the requested shape (same dtype). Smaller
+        shapes are centred crops. Wider images are mirror-tiled along x,
+        which avoids seams. Taller images get extra channel-centre rows
+        inserted in the middle, so the walls stay at the image borders.
+    """
+    height, width = (int(s) for s in shape)
+    if height < 1 or width < 1:
+        raise ValueError(f"Invalid image shape {shape}")
+    bh, bw = background.shape
+    if height <= bh:
+        r0 = (bh - height) // 2
+        rows = np.arange(r0, r0 + height)
+    else:
+        centre = bh // 2
+        band = np.arange(
+            max(0, centre - _CENTRE_BAND_HALF_ROWS),
+            min(bh, centre + _CENTRE_BAND_HALF_ROWS),
+        )
+        pingpong = np.concatenate([band, band[::-1]])
+        fill = pingpong[np.arange(height - bh) % pingpong.size]
+        rows = np.concatenate([np.arange(centre), fill, np.arange(centre, bh)])
+    if width <= bw:
+        c0 = (bw - width) // 2
+        cols = np.arange(c0, c0 + width)
+    else:
+        mirror = np.concatenate([np.arange(bw), np.arange(bw)[::-1]])
+        cols = mirror[np.arange(width) % mirror.size]
+    return np.ascontiguousarray(background[np.ix_(rows, cols)])
+
+
+class SyntheticModel:
+    """Ground truth and frame renderer of a synthetic measurement
+
+    All per-frame and per-cell random quantities are drawn in the
+    constructor; :meth:`frames` only renders.
+
+    Parameters
+    ----------
+    n_frames: int
+        Number of frames (events), >= 0.
+    shape: tuple of int
+        Frame shape ``(height, width)`` in pixels.
+    seed: int
+        Seed for all random draws.
+    frame_rate: float
+        Camera frame rate in frames per second (Hz).
+    noise_sigma: float
+        Standard deviation of the per-pixel sensor noise in grey levels.
+    flicker_sigma: float
+        Standard deviation of the per-frame brightness offset (flicker) in
+        grey levels; the offset is added to the whole frame before rounding.
+    drift_amplitude: float
+        Maximum absolute slow drift of the brightness over the measurement
+        in grey levels (smooth, a few oscillations at most).
+    cell_probability: float
+        Fraction of frames (0..1) that contain at least one randomly
+        placed cell; some of these frames get a second cell.
+    streaks: int or sequence of (float, float) or None
+        Dense cell streaks. A sequence gives ``(t_start, t_stop)``
+        intervals in seconds relative to the first frame. An integer gives
+        the number of streaks; each starts at a whole second (the default
+        sparse-median time steps) and lasts ``streak_duration``. If there
+        are more streaks than whole seconds, they are spread evenly.
+        ``None`` or 0 means no streaks.
+    streak_duration: float
+        Duration of generated streaks in seconds (only if `streaks` is an
+        integer). The default 0.1 s (345 frames at 3447.5 Hz) exceeds the
+        default kernel sizes of the median methods (100, 200 frames).
+    streak_fill: float
+        Fraction of frames within a streak interval that show the streak
+        cell.
+    time_source: str
+        Time axis the file will carry (see
+        :func:`make_synthetic_measurement`). Only "frame" changes the
+        ground truth: its frame numbers have occasional gaps.
+    frame_gap_probability: float
+        Probability that a frame number is followed by a gap of 1 to 3
+        dropped frames (only for ``time_source="frame"``).
+    noise_bank_frames: int
+        Size of the noise bank in frames; the noise of each frame is a
+        random contiguous window of the bank.
+
+    Attributes
+    ----------
+    background: np.ndarray
+        Clean background image (float32, grey levels).
+    frame_numbers: np.ndarray
+        Camera frame number of each frame (int64, starts at a random offset).
+    time: np.ndarray
+        Acquisition time ``frame_numbers / frame_rate`` in seconds.
+    time_rel: np.ndarray
+        Time in seconds relative to the first frame.
+    drift, flicker: np.ndarray
+        Brightness drift and flicker per frame in grey levels (float64).
+    offsets: np.ndarray
+        ``drift + flicker`` (float32), added to every pixel of a frame.
+    cell_frame, cell_sprite, cell_y, cell_x: np.ndarray
+        Frame index, cell cut-out index and centre position (px) of each
+        pasted cell, sorted by frame index.
+    cell_is_streak: np.ndarray
+        Whether a cell belongs to a streak.
+    streak_intervals: list of (float, float)
+        Streak time intervals in seconds relative to the first frame.
+    streak_positions: list of (int, int)
+        Nominal centre ``(y, x)`` of the streak cells (jitter +-1 px in y,
+        +-2 px in x).
+    """
+
+    def __init__(
+        self,
+        n_frames: int,
+        *,
+        shape: tuple[int, int] = (80, 320),
+        seed: int = 0,
+        frame_rate: float = 3447.5,
+        noise_sigma: float = 2.0,
+        flicker_sigma: float = 0.7,
+        drift_amplitude: float = 3.0,
+        cell_probability: float = 0.25,
+        streaks: int | Sequence[tuple[float, float]] | None = None,
+        streak_duration: float = 0.1,
+        streak_fill: float = 0.95,
+        time_source: str = "time",
+        frame_gap_probability: float = 0.01,
+        noise_bank_frames: int = 128,
+    ):
+        n_frames = int(n_frames)
+        if n_frames < 0:
+            raise ValueError(f"`n_frames` must be >= 0, got {n_frames}")
+        if time_source not in TIME_SOURCES:
+            raise ValueError(
+                f"`time_source` must be one of {TIME_SOURCES}, got {time_source!r}"
+            )
+        if not 0 <= cell_probability <= 1:
+            raise ValueError("`cell_probability` must be in [0, 1]")
+        if frame_rate <= 0:
+            raise ValueError("`frame_rate` must be positive")
+        ref = _load_reference()
+        self.n_frames = n_frames
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.seed = seed
+        self.frame_rate = float(frame_rate)
+        self.time_source = time_source
+        self.sprites = ref.sprites
+        self.background = fit_background(ref.background, self.shape)
+        height, width = self.shape
+        hw = height * width
+
+        # independent streams: changing e.g. the cell probability must not
+        # change the noise or the flicker
+        s_frame, s_drift, s_flicker, s_noise, s_cells, s_streaks = (
+            np.random.SeedSequence(seed).spawn(6)
+        )
+
+        # time axis
+        rng = np.random.default_rng(s_frame)
+        frame0 = int(rng.integers(*_FIRST_FRAME_RANGE))
+        steps = np.ones(n_frames, dtype=np.int64)
+        gaps = rng.random(n_frames) < frame_gap_probability
+        gap_sizes = rng.integers(*_GAP_SIZES, n_frames)
+        if time_source == "frame":
+            steps[gaps] += gap_sizes[gaps]
+        if n_frames:
+            steps[0] = 0
+        self.frame_numbers = frame0 + np.cumsum(steps)
+        self.time = self.frame_numbers / self.frame_rate
+        self.time_rel = (self.frame_numbers - frame0) / self.frame_rate
+
+        # slow drift: a few random low-frequency sinusoids, scaled to the
+        # requested amplitude
+        rng = np.random.default_rng(s_drift)
+        phases = rng.uniform(0, 2 * np.pi, len(_DRIFT_COMPONENTS))
+        u = np.arange(n_frames) / max(n_frames - 1, 1)
+        curve = np.zeros(n_frames)
+        for (freq, amp), phase in zip(_DRIFT_COMPONENTS, phases, strict=True):
+            curve += amp * np.sin(2 * np.pi * freq * u + phase)
+        peak = np.abs(curve).max() if n_frames else 0
+        self.drift = curve / peak * drift_amplitude if peak > 0 else curve
+
+        rng = np.random.default_rng(s_flicker)
+        self.flicker = rng.normal(0, flicker_sigma, n_frames)
+        self.offsets = (self.drift + self.flicker).astype(np.float32)
+
+        # noise bank: one long vector; each frame takes a random window
+        rng = np.random.default_rng(s_noise)
+        bank_len = max(int(noise_bank_frames) * hw, _MIN_NOISE_BANK)
+        self._noise = rng.standard_normal(bank_len + hw, dtype=np.float32)
+        self._noise *= np.float32(noise_sigma)
+        self._noise_start = rng.integers(0, bank_len + 1, n_frames)
+
+        # random cells
+        rng = np.random.default_rng(s_cells)
+        has_cell = rng.random(n_frames) < cell_probability
+        counts = has_cell * (1 + (rng.random(n_frames) < _SECOND_CELL_PROBABILITY))
+        total = int(counts.sum())
+        c_frame = np.repeat(np.arange(n_frames), counts)
+        c_sprite = rng.integers(0, len(self.sprites), total)
+        c_y = np.rint(height / 2 + rng.normal(0, _CELL_Y_SIGMA, total))
+        c_y = c_y.astype(np.int64)
+        c_x = rng.integers(0, width, total)
+        c_streak = np.zeros(total, dtype=bool)
+
+        # streaks
+        rng = np.random.default_rng(s_streaks)
+        self.streak_intervals = self._get_streak_intervals(
+            streaks, streak_duration, rng
+        )
+        self.streak_positions = []
+        parts = [(c_frame, c_sprite, c_y, c_x, c_streak)]
+        for t0, t1 in self.streak_intervals:
+            sy = height // 2
+            sx = int(rng.integers(width // 4, width - width // 4 + 1))
+            sprite = int(rng.integers(0, len(self.sprites)))
+            self.streak_positions.append((sy, sx))
+            inside = (self.time_rel >= t0) & (self.time_rel < t1)
+            filled = rng.random(n_frames) < streak_fill
+            idx = np.flatnonzero(inside & filled)
+            parts.append(
+                (
+                    idx,
+                    np.full(idx.size, sprite),
+                    sy
+                    + rng.integers(-_STREAK_JITTER_Y, _STREAK_JITTER_Y + 1, idx.size),
+                    sx
+                    + rng.integers(-_STREAK_JITTER_X, _STREAK_JITTER_X + 1, idx.size),
+                    np.ones(idx.size, dtype=bool),
+                )
+            )
+        c_frame, c_sprite, c_y, c_x, c_streak = (
+            np.concatenate(p) for p in zip(*parts, strict=True)
+        )
+        order = np.argsort(c_frame, kind="stable")
+        self.cell_frame = c_frame[order]
+        self.cell_sprite = c_sprite[order]
+        self.cell_y = c_y[order]
+        self.cell_x = c_x[order]
+        self.cell_is_streak = c_streak[order]
+
+    def _get_streak_intervals(self, streaks, duration, rng):
+        if streaks is None:
+            return []
+        if isinstance(streaks, (int, np.integer)):
+            count = int(streaks)
+            if count <= 0:
+                return []
+            total = self.time_rel[-1] if self.n_frames else 0
+            seconds = np.arange(0, total, 1.0)
+            if count <= seconds.size:
+                starts = np.sort(rng.choice(seconds, size=count, replace=False))
+            else:
+                starts = np.linspace(0, total, count, endpoint=False)
+            return [(float(s), float(s + duration)) for s in starts]
+        return [(float(t0), float(t1)) for t0, t1 in streaks]
+
+    @property
+    def has_cell(self) -> np.ndarray:
+        """Boolean array: whether a frame contains at least one cell"""
+        out = np.zeros(self.n_frames, dtype=bool)
+        out[self.cell_frame] = True
+        return out
+
+    @property
+    def streak_frames(self) -> np.ndarray:
+        """Boolean array: whether a frame contains a streak cell"""
+        out = np.zeros(self.n_frames, dtype=bool)
+        out[self.cell_frame[self.cell_is_streak]] = True
+        return out
+
+    def frames(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Render frames ``start:stop`` as uint8 array
+
+        Parameters
+        ----------
+        start, stop: int
+            Frame index range (stop defaults to `n_frames`).
+
+        Returns
+        -------
+        np.ndarray
+            uint8 array of shape ``(stop - start, height, width)``.
+        """
+        start, stop = self._clip_range(start, stop)
+        height, width = self.shape
+        hw = height * width
+        buf = np.empty((stop - start, height, width), dtype=np.float32)
+        # +0.5, so that the final truncating cast rounds to nearest
+        base = self.background + np.float32(0.5)
+        noise = self._noise
+        for jj, ns in enumerate(self._noise_start[start:stop]):
+            np.add(noise[ns : ns + hw].reshape(height, width), base, out=buf[jj])
+        buf += self.offsets[start:stop, None, None]
+
+        c0, c1 = np.searchsorted(self.cell_frame, [start, stop])
+        for ci in range(c0, c1):
+            sprite = self.sprites[self.cell_sprite[ci]]
+            sh, sw = sprite.shape
+            y0 = self.cell_y[ci] - sh // 2
+            x0 = self.cell_x[ci] - sw // 2
+            ya, yb = max(y0, 0), min(y0 + sh, height)
+            xa, xb = max(x0, 0), min(x0 + sw, width)
+            if ya < yb and xa < xb:
+                buf[self.cell_frame[ci] - start, ya:yb, xa:xb] += sprite[
+                    ya - y0 : yb - y0, xa - x0 : xb - x0
+                ]
+
+        return _to_uint8(buf)
+
+    def backgrounds(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Return the true background (with drift, without flicker) as uint8
+
+        Parameters
+        ----------
+        start, stop: int
+            Frame index range (stop defaults to `n_frames`).
+
+        Returns
+        -------
+        np.ndarray
+            uint8 array of shape ``(stop - start, height, width)``.
+        """
+        start, stop = self._clip_range(start, stop)
+        drift = self.drift[start:stop].astype(np.float32)[:, None, None]
+        return _to_uint8(self.background[None] + drift + np.float32(0.5))
+
+    def _clip_range(self, start, stop) -> tuple[int, int]:
+        """A frame range ``start:stop`` inside ``0:n_frames`` (stop: None = end)"""
+        stop = self.n_frames if stop is None else min(stop, self.n_frames)
+        return max(0, min(start, stop)), stop
+
+    def iter_chunks(self, chunk_frames: int) -> Iterator[tuple[int, int, np.ndarray]]:
+        """Yield ``(start, stop, frames)`` for consecutive chunks
+
+        Parameters
+        ----------
+        chunk_frames: int
+            Number of frames per chunk (the last chunk may be shorter).
+        """
+        for start in range(0, self.n_frames, chunk_frames):
+            stop = min(start + chunk_frames, self.n_frames)
+            yield start, stop, self.frames(start, stop)
+
+
+def _to_uint8(buf: np.ndarray) -> np.ndarray:
+    """Grey values (already +0.5) clipped and cast: rounded to nearest uint8"""
+    np.clip(buf, 0, _GREY_MAX, out=buf)
+    return buf.astype(np.uint8)
+
+
+def make_synthetic_stack(
+    n_frames: int,
+    shape: tuple[int, int] = (80, 320),
+    seed: int = 0,
+    *,
+    dtype=np.uint8,
+    **kwargs,
+) -> np.ndarray:
+    """Return a synthetic image stack in memory
+
+    Parameters
+    ----------
+    n_frames: int
+        Number of frames.
+    shape: tuple of int
+        Frame shape ``(height, width)`` in pixels.
+    seed: int
+        Random seed.
+    dtype: numpy dtype
+        Output dtype; values are always integers in 0..255 (``np.float64``
+        gives a float array holding integers).
+    **kwargs:
+        Further model parameters, see :class:`SyntheticModel`
+        (e.g. `noise_sigma`, `cell_probability`, `streaks`).
+
+    Returns
+    -------
+    np.ndarray
+        Array of shape ``(n_frames, height, width)``; identical to the
+        ``events/image`` data :func:`make_synthetic_measurement` writes for
+        the same parameters.
+    """
+    model = SyntheticModel(n_frames, shape=shape, seed=seed, **kwargs)
+    return model.frames().astype(dtype, copy=False)
