@@ -11,8 +11,39 @@ from ...kernels import window_median_pixels
 from ...workers import wait_all
 from .base import Background, check_positive_int, check_real
 
-#: height of the top image slice (channel wall) used for ``bg_off``, pixels
+#: height of the top image slice used for ``bg_off``, pixels: dcnum's
+#: definition; these rows show the channel wall, where no cells pass, so
+#: their brightness follows the illumination alone
 OFFSET_ROWS = 20
+
+#: Time axis without "time" and "frame" features: dcnum's guesses, kept so
+#: that the series times are dcnum's. The duration is taken as 1.5 times
+#: events / frame rate; dcnum gives no reason, ours: events are stored only
+#: for camera frames with a cell in them, so a measurement lasts longer
+#: than its events would at the frame rate.
+GUESSED_FRAMES_PER_EVENT = 1.5
+#: frame rate assumed without "imaging:frame rate" (frames per second): of
+#: the order of RT-DC cameras' (the bundled CytoShot example: 3447.5)
+GUESSED_FRAME_RATE = 3600
+
+# Cleansing of the background series (dcnum's values, see
+# cleanse_background_series; any other value changes which images are
+# removed, and with it the output).
+#: half height, in rows, of the band around the channel axis whose
+#: peak-to-peak profiles are averaged: a quarter of the image height, so
+#: the central half of the rows (where cells pass), and at least 20 rows
+#: (dcnum's minimum; for images under 40 rows the band's start is negative
+#: and Python's slicing takes it from the end, as in dcnum)
+CLEANSING_MIN_HALF_ROWS = 20
+CLEANSING_HALF_ROWS_DIVISOR = 4
+#: series images in the running median that serves as baseline: the
+#: series is time-based (one image per split_time), so this spans ten
+#: split times (10 s by default); dcnum calls it a best guess
+CLEANSING_BASELINE_IMAGES = 10
+#: factor on the variance of the deviations from the baseline that gives
+#: the threshold of ``thresh_cleansing=1`` (dcnum's empirical value);
+#: larger thresh_cleansing values divide it and remove more images
+CLEANSING_VARIANCE_FACTOR = 150
 
 
 #: Upper bound of background images per frame in the series: above it,
@@ -279,10 +310,10 @@ class BackgroundSparseMed(Background):
                 if frame is not None:
                     time = frame / rate
                     return time - time[0]
-                duration = count / rate * 1.5
+                duration = count / rate * GUESSED_FRAMES_PER_EVENT
                 self.logger.info(f"Approximating duration: {duration / 60:.1f}min")
                 return np.linspace(0, duration, count, endpoint=True)
-        duration = count / 3600 * 1.5
+        duration = count / GUESSED_FRAME_RATE * GUESSED_FRAMES_PER_EVENT
         self.logger.info(f"Guessing duration: {duration / 60:.1f}min")
         return np.linspace(0, duration, count, endpoint=True)
 
@@ -451,9 +482,10 @@ def cleanse_background_series(bg_images, thresh_cleansing, frac_cleansing, logge
     grey-value profile across the channel: for each image, take the
     peak-to-peak range along the channel axis of every row, subtract the
     series' median profile, average the central rows, subtract a running
-    median (10 images) as baseline, and compare the absolute deviation
-    from its median with a threshold: ``150 * var(deviation) /
-    thresh_cleansing``, or, with ``thresh_cleansing == 0``, the
+    median (`CLEANSING_BASELINE_IMAGES` images) as baseline, and compare
+    the absolute deviation from its median with a threshold:
+    ``CLEANSING_VARIANCE_FACTOR * var(deviation) / thresh_cleansing``
+    (150 * ...), or, with ``thresh_cleansing == 0``, the
     `frac_cleansing` quantile of the deviations. If the threshold keeps
     fewer than `frac_cleansing` of the images, the quantile is used
     instead (with a warning).
@@ -480,15 +512,15 @@ def cleanse_background_series(bg_images, thresh_cleansing, frac_cleansing, logge
     profiles = np.ptp(bg_images, axis=2)
     profiles_norm = profiles - np.median(profiles, axis=0).reshape(1, -1)
     height = profiles.shape[1]
-    spread = max(20, height // 4)
+    spread = max(CLEANSING_MIN_HALF_ROWS, height // CLEANSING_HALF_ROWS_DIVISOR)
     center = slice(height // 2 - spread, height // 2 + spread)
     profiles_center = np.mean(profiles_norm[:, center], axis=1)
     from scipy import ndimage  # 0.3 s to import: only where it is used
 
-    baseline = ndimage.median_filter(profiles_center, size=10)
+    baseline = ndimage.median_filter(profiles_center, size=CLEANSING_BASELINE_IMAGES)
     deviation = profiles_center - baseline
     ref = np.abs(deviation - np.median(deviation))
-    thresh_fact = np.var(ref) * 150
+    thresh_fact = np.var(ref) * CLEANSING_VARIANCE_FACTOR
     if thresh_cleansing != 0:
         thresh = thresh_fact / thresh_cleansing
     else:
