@@ -21,8 +21,8 @@ cdef inline void count_frames(
     memset(hist, 0, n_block * 256 * sizeof(int32_t))
     for f in range(n_frames):
         row = stack + f * n_pixels + first_pixel
-        # unrolled by hand: gcc -O3 does not unroll it (LLVM did, for the
-        # numba version) and is ~10 % slower without
+        # unrolled by hand: gcc -O3 does not unroll it and is ~10 % slower
+        # without
         h = hist
         j = 0
         while j + 8 <= n_block:

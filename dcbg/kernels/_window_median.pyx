@@ -13,10 +13,11 @@ from libc.stdlib cimport free, malloc
 from ._histogram cimport count_frames
 
 #: Number of pixels counted together per pass over the frames; their
-#: histograms (``BLOCK_SIZE * 1 KiB``) stay in L2 cache. Measured (numba
-#: version of this kernel) on AMD EPYC (512 KiB L2/core), k=200, 80x320
-#: pixels, idle machine: 64 -> 8.9 ms, 128 -> 6.1 ms, 256 -> 6.0 ms,
-#: 1024 -> 8.2 ms (np.partition: 62 ms).
+#: histograms (``BLOCK_SIZE * 1 KiB``) stay in L2 cache. Measured with this
+#: kernel (AMD EPYC, 1 MiB L2/core, a shared 2-core VM, best of 15; k=200
+#: noisy 80x320 frames, one thread): 64 -> 2.4 ms, 128 -> 4.1 ms,
+#: 256 -> 2.8 ms, 512 -> 2.5 ms, 1024 -> 2.8 ms, 2048 -> 3.0 ms
+#: (np.partition: 60 ms): within 20 % of each other except 128.
 cdef enum:
     _BLOCK_SIZE = 256
 
