@@ -105,7 +105,7 @@ class BackgroundData:
         """x values of the frames and their axis label (time or index)"""
         if self.time is not None:
             return self.time, "Time [s]"
-        return np.arange(self.frame_count), "Frame index"
+        return np.arange(self.frame_count), "Event index"
 
 
 def _check_frame_index(frame: int | None, count: int, path) -> int:
@@ -115,7 +115,7 @@ def _check_frame_index(frame: int | None, count: int, path) -> int:
         raise TypeError(f"frame must be an integer, got {frame!r}")
     if not -count <= frame < count:
         raise ValueError(
-            f"Frame {frame} is out of range for '{path}' with {count} frames "
+            f"Event {frame} is out of range for '{path}' with {count} events "
             f"(valid: {-count} to {count - 1})"
         )
     return int(frame) % count
@@ -171,7 +171,7 @@ def load_background_data(path, frame: int | None = None) -> BackgroundData:
                 raise ValueError(f"File '{path}' has no '{feature}' feature{hint}")
         count = len(ds)
         if count == 0:
-            raise ValueError(f"File '{path}' has zero frames; nothing to plot")
+            raise ValueError(f"File '{path}' has zero events; nothing to plot")
         frame = _check_frame_index(frame, count, path)
         bg_off = (
             np.asarray(ds["bg_off"][:], dtype=np.float64) if "bg_off" in ds else None
@@ -209,10 +209,10 @@ def _plot_offset(ax, data: BackgroundData):
     marker = "." if data.frame_count <= 500 else None
     ax.plot(x_values, data.bg_off, lw=0.8, color="tab:blue", marker=marker, ms=3)
     ax.axvline(
-        x_values[data.frame], color="tab:red", lw=1, ls="--", label="frame shown"
+        x_values[data.frame], color="tab:red", lw=1, ls="--", label="event shown"
     )
     ax.axhline(0, color="0.6", lw=0.6)
-    ax.set_title("Brightness offset bg_off per frame", loc="left", fontsize="medium")
+    ax.set_title("Brightness offset bg_off per event", loc="left", fontsize="medium")
     ax.set_xlabel(x_label)
     ax.set_ylabel("bg_off [grey levels]")
     ax.legend(loc="best", fontsize="small")
@@ -256,7 +256,7 @@ def _plot_series(fig, ax, data: BackgroundData):
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     images = "1 image" if count == 1 else f"{count} images"
     ax.set_title(
-        f"Background series ({images}): which image serves which frames",
+        f"Background series ({images}): which image serves which events",
         loc="left",
         fontsize="medium",
     )
@@ -307,7 +307,7 @@ def plot_background(path, frame: int | None = None) -> Figure:
         fig,
         fig.add_subplot(grid[0, :]),
         data.image,
-        f"Frame {data.frame} of {data.frame_count}{when} (image)",
+        f"Event {data.frame} of {data.frame_count}{when} (image)",
         "Grey level",
         cmap="gray",
         **grey_range,

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from dcbg import BackgroundRollMed, BackgroundSparseMed
 from dcbg.cli import make_cli
 from dcbg.feat.feat_background import Background
-from dcbg.testing.synthetic import make_synthetic_measurement
+from dcbg.testing import make_synthetic_measurement
 
 
 def run_cli(*args):
@@ -174,15 +174,15 @@ def test_compute_ppid_and_options_match_api(
             assert bg_off is None
         else:
             assert np.array_equal(bg_off, expected_off)
-        # one summary line: PPID, output path, frames, seconds, frames/s
+        # one summary line: PPID, output path, events, seconds, events/s
         (summary,) = res.stdout.splitlines()
         assert api_ppid in summary
         assert str(output) in summary
-        assert " 13 frames in " in summary
-        assert " s (" in summary and "frames/s)" in summary
+        assert " 13 events in " in summary
+        assert " s (" in summary and "events/s)" in summary
         # progress lines on stderr, as it is not a terminal here
         assert "Progress:   0%" in res.stderr
-        assert "Progress: 100% (13/13 frames" in res.stderr
+        assert "Progress: 100% (13/13 events" in res.stderr
 
 
 def test_quiet_default_output_and_force(cytoshot, tmp_path):
@@ -205,7 +205,8 @@ def test_quiet_default_output_and_force(cytoshot, tmp_path):
     # --force with a failing computation keeps the old output
     result = run_cli("compute", cytoshot, "--ppid", "rollmed:k=20^b=30", "--force")
     assert result.exit_code == 1
-    assert "kernel_size=20 is larger than the number of frames" in result.stderr
+    assert "--kernel-size=20 is larger than the number of frames" in result.stderr
+    assert "the largest valid --kernel-size is 12" in result.stderr
     assert file_hash(default_output) == old_hash
 
     # --force replaces the old output by a fresh file
@@ -372,7 +373,7 @@ def test_readme_quick_start_command(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(
-        "Wrote example_bg.rtdc: sparsemed:k=10^s=1^t=0^f=0.8^o=1, 13 frames in "
+        "Wrote example_bg.rtdc: sparsemed:k=10^s=1^t=0^f=0.8^o=1, 13 events in "
     )
     image_bg, bg_off = read_background(tmp_path / "example_bg.rtdc")
     assert image_bg.shape == (13, 80, 320)
@@ -403,7 +404,7 @@ def test_plot_command_writes_png(cytoshot, tmp_path):
     result = run_cli("plot", output, "--frame", 13)
     assert result.exit_code == 1
     assert result.stderr.strip() == (
-        f"Error: Frame 13 is out of range for '{output}' with 13 frames "
+        f"Error: Event 13 is out of range for '{output}' with 13 events "
         f"(valid: -13 to 12)"
     )
     result = run_cli("plot", tmp_path / "missing.rtdc")
@@ -496,12 +497,12 @@ def test_progress_display_styles(capsys):
     lines = capsys.readouterr().err.splitlines()
     percents = [line.split("%")[0].split()[-1] for line in lines]
     assert percents == ["0", "30", "80", "100"]
-    assert lines[-1].startswith("Progress: 100% (200/200 frames, ")
+    assert lines[-1].startswith("Progress: 100% (200/200 events, ")
 
     with ProgressDisplay(lambda: 0.5, 200, "bar", poll_interval=0.02):
         time.sleep(0.1)
     bar = capsys.readouterr().err
-    assert "200/200" in bar and "frame" in bar
+    assert "200/200" in bar and "event" in bar
 
     with ProgressDisplay(lambda: 0.5, 200, "none"):
         pass

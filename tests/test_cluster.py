@@ -40,7 +40,7 @@ from dcbg.cluster import (
     process_many,
     read_output_ppid,
 )
-from dcbg.testing.synthetic import make_synthetic_measurement
+from dcbg.testing import make_synthetic_measurement
 
 #: sparse median with a few background images per 300-frame file
 SPARSE_PPID = "sparsemed:k=20^s=0.01^t=0^f=0.8^o=1"
@@ -445,7 +445,7 @@ def test_cli_batch_on_scheduler(measurements, tmp_path, dask_scheduler):
     assert run.exit_code == 1, run.output
     assert not run.exception or isinstance(run.exception, SystemExit)
     table = run.stdout.splitlines()
-    assert table[0].split() == ["STATUS", "FRAMES", "SECONDS", "INPUT"]
+    assert table[0].split() == ["STATUS", "EVENTS", "SECONDS", "INPUT"]
     rows = dict(zip([str(p) for p in inputs], table[1:7], strict=True))
     assert all(row.endswith(path) or f"{path}: " in row for path, row in rows.items())
     for name in NEW_NAMES:
@@ -574,6 +574,7 @@ def test_interrupted_batch_reports_what_is_on_disk(measurements, tmp_path):
         inputs, out_dir, SPARSE_PPID, n_workers=1, threads_per_worker=1
     )
     assert [r.status for r in rerun] == [
+
         "skipped" if status == "done" else "done" for status in statuses
     ]
     assert partial_files(out_dir) == []

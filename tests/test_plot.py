@@ -12,7 +12,7 @@ from dcbg.plot import (
     plot_background,
     save_background_plot,
 )
-from dcbg.testing.synthetic import make_synthetic_measurement
+from dcbg.testing import make_synthetic_measurement
 
 
 def titled_axes(fig):
@@ -44,10 +44,10 @@ def test_sparsemed_figure_has_five_panels(series_output):
     fig = plot_background(series_output, frame=30)
     titles = list(titled_axes(fig))
     assert len(titles) == 5, titles
-    assert titles[0].startswith("Frame 30 of 80, t = ")
+    assert titles[0].startswith("Event 30 of 80, t = ")
     assert titles[1].startswith("Background image_bg (+ bg_off = ")
     assert titles[2].startswith("Corrected: image - image_bg - bg_off")
-    assert titles[3] == "Brightness offset bg_off per frame"
+    assert titles[3] == "Brightness offset bg_off per event"
     assert titles[4].startswith("Background series (4 images)")
     assert "sparsemed:k=5^s=1^t=0^f=1^o=1" in fig.get_suptitle()
 
@@ -83,7 +83,7 @@ def test_rollmed_figure_has_image_panels_only(cytoshot, tmp_path):
     fig = plot_background(output)
     titles = list(titled_axes(fig))
     assert len(titles) == 3, titles
-    assert titles[0].startswith("Frame 6 of 13")  # the middle frame
+    assert titles[0].startswith("Event 6 of 13")  # the middle event
     assert titles[2].startswith("Corrected: image - image_bg (")
 
 
@@ -99,8 +99,8 @@ def test_frame_index_axis_without_time(tmp_path):
     fig = plot_background(output, frame=-1)
     titles = list(titled_axes(fig))
     assert len(titles) == 4, titles  # no bg_off panel
-    assert titles[0] == "Frame 29 of 30 (image)"
-    assert panel(fig, "Background series").get_xlabel() == "Frame index"
+    assert titles[0] == "Event 29 of 30 (image)"
+    assert panel(fig, "Background series").get_xlabel() == "Event index"
 
 
 def test_raw_file_with_plain_background(legacy_with_bg):
@@ -132,7 +132,7 @@ def test_errors(cytoshot, tmp_path):
         del h5["events/image_bg"]
     with pytest.raises(ValueError, match="has no 'image_bg' feature; compute it"):
         plot_background(no_background)
-    with pytest.raises(ValueError, match="Frame -14 is out of range"):
+    with pytest.raises(ValueError, match="Event -14 is out of range"):
         plot_background(cytoshot, frame=-14)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         plot_background(tmp_path / "missing.rtdc")

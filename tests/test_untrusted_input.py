@@ -723,7 +723,8 @@ def test_split_time_with_more_images_than_frames(cytoshot, tmp_path, split_time)
     )
     assert result.exit_code == 1
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"Error: split_time={split_time} s asks for")
+    # the command line names the option
+    assert last.startswith(f"Error: --split-time={split_time} s asks for")
 
 
 def test_split_time_with_a_few_images_per_frame_warns(cytoshot, tmp_path):
@@ -860,7 +861,7 @@ def test_batch_basin_root_reaches_process_many(tree, tmp_path, monkeypatch):
             for p in input_paths
         ]
 
-    monkeypatch.setattr("dcbg.cli.batch.process_many", fake_process_many)
+    monkeypatch.setattr("dcbg.cluster.process_many", fake_process_many)
     result = run_cli(
         "batch",
         raw,

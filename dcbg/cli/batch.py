@@ -115,7 +115,7 @@ def format_summary(
         Wall time of the whole batch; None for an interrupted batch, whose
         message gives the counts
     """
-    rows = [("STATUS", "FRAMES", "SECONDS", "INPUT")]
+    rows = [("STATUS", "EVENTS", "SECONDS", "INPUT")]
     for result, name in zip(results, names, strict=True):
         frames = "-" if result.frames is None else str(result.frames)
         secs = "-" if result.seconds is None else f"{result.seconds:.2f}"

@@ -134,8 +134,8 @@ def run_compute(
     seconds = time.perf_counter() - start
     rate = frames / seconds if seconds > 0 else float("inf")
     return (
-        f"Wrote {output_path}: {bg_ppid}, {frames} frames in {seconds:.2f} s "
-        f"({rate:.1f} frames/s)"
+        f"Wrote {output_path}: {bg_ppid}, {frames} events in {seconds:.2f} s "
+        f"({rate:.1f} events/s)"
     )
 
 
@@ -298,7 +298,7 @@ def make_plot_command() -> click.Command:
         "--frame",
         type=int,
         default=None,
-        help="Index of the frame to show. Default: the middle frame. "
+        help="Index of the event to show. Default: the middle event. "
         "Negative values count from the end.",
     )
     @click.option("--dpi", type=click.IntRange(min=20), default=100, show_default=True)

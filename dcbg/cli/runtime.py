@@ -207,7 +207,7 @@ class ProgressDisplay:
 
             self._bar = tqdm(
                 total=self.total_frames,
-                unit="frame",
+                unit="event",
                 desc="Background",
                 file=sys.stderr,
                 dynamic_ncols=True,
@@ -246,7 +246,7 @@ class ProgressDisplay:
             self._steps_shown = passed
             seconds = time.perf_counter() - self._start_time
             click.echo(
-                f"Progress: {fraction:4.0%} ({done}/{self.total_frames} frames, "
+                f"Progress: {fraction:4.0%} ({done}/{self.total_frames} events, "
                 f"{seconds:.1f} s)",
                 err=True,
             )

@@ -48,6 +48,7 @@ import stat
 import h5py
 import numpy as np
 
+from .conventions import ensure_hdf5_filters
 from .images import check_storage
 
 #: the 8 bytes every HDF5 file starts with (after an optional user block)
@@ -445,6 +446,7 @@ _PolicyHDF5Basin = None
 
 
 def _decode_lines(dataset) -> str:
+    ensure_hdf5_filters()  # dclab compresses basin definitions
     lines = []
     for line in dataset[:]:
         lines.append(line.decode("utf-8") if isinstance(line, bytes) else str(line))
@@ -1061,6 +1063,7 @@ def open_rtdc(path: pathlib.Path, writable: bool = False):
     # with dclab's default (no locking) the user could not open the same
     # file with h5py in this process while dcbg reads it
     h5kwargs = {"mode": "a" if writable else "r", "locking": "best-effort"}
+    ensure_hdf5_filters()
     from dclab.rtdc_dataset.fmt_hdf5 import RTDC_HDF5
     from dclab.rtdc_dataset.fmt_hdf5.base import OldFormatNotSupportedError
 

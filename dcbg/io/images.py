@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 
 from .chunks import ChecksumError, ChunkCodec, read_frames, sum_top_rows
+from .conventions import ensure_hdf5_filters
 
 #: read about this many bytes at once when the source is not chunked
 DEFAULT_BLOCK_BYTES = 8 * 1024**2
@@ -55,6 +56,7 @@ class ImageStack:
     """
 
     def __init__(self, source, name: str | None = None):
+        ensure_hdf5_filters()  # an h5py source may be compressed
         if name is None:
             name = "input image stack"
             if isinstance(source, h5py.Dataset):

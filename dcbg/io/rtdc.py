@@ -33,6 +33,7 @@ from .conventions import (
     PPID_ATTR,
     clear_pipeline_background,
     copy_pipeline_background,
+    ensure_hdf5_filters,
     read_basin_definition,
     set_pipeline_background,
 )
@@ -61,7 +62,7 @@ def get_compression_kwargs(compress: bool, level: int = ZSTD_LEVEL) -> dict:
     checksums are always added by the writer.
     """
     if compress:
-        import hdf5plugin  # 0.15 s to import: only where data are written
+        import hdf5plugin  # 0.15 s to import: where data are first written
 
         return dict(hdf5plugin.Zstd(clevel=level))
     return {"compression": None}
@@ -317,6 +318,7 @@ class OutputFile:
         self.h5 = None
         self.writer = None
         check_output_dir(self.path)
+        ensure_hdf5_filters()  # existing files and their copies are compressed
         # An existing output may be a symbolic link: the file it points
         # to is what gets replaced.
         self.target = pathlib.Path(os.path.realpath(self.path))
