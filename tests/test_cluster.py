@@ -574,7 +574,6 @@ def test_interrupted_batch_reports_what_is_on_disk(measurements, tmp_path):
         inputs, out_dir, SPARSE_PPID, n_workers=1, threads_per_worker=1
     )
     assert [r.status for r in rerun] == [
-
         "skipped" if status == "done" else "done" for status in statuses
     ]
     assert partial_files(out_dir) == []
