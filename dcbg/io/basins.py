@@ -48,7 +48,7 @@ import stat
 import h5py
 import numpy as np
 
-from .conventions import ensure_hdf5_filters
+from .conventions import ensure_hdf5_filters, read_text_lines
 from .images import check_storage
 
 #: the 8 bytes every HDF5 file starts with (after an optional user block)
@@ -445,14 +445,6 @@ def _policy_file_basin_class():
 _PolicyHDF5Basin = None
 
 
-def _decode_lines(dataset) -> str:
-    ensure_hdf5_filters()  # dclab compresses basin definitions
-    lines = []
-    for line in dataset[:]:
-        lines.append(line.decode("utf-8") if isinstance(line, bytes) else str(line))
-    return " ".join(lines)
-
-
 def _is_str_list(value) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
@@ -560,7 +552,7 @@ class PolicyMeasurement:
                     or not len(item)
                 ):
                     raise ValueError("expected a dataset of JSON text lines")
-                bdict = json.loads(_decode_lines(item))
+                bdict = json.loads(" ".join(read_text_lines(item)))
                 if not isinstance(bdict, dict):
                     raise ValueError("not a JSON object")
                 if not isinstance(bdict.get("type"), str):
