@@ -19,6 +19,7 @@ from dcbg.feat.feat_background import (
 )
 from dcbg.feat.feat_background import base as bg_base
 from dcbg.kernels import slow
+from dcbg.testing.fixtures import store_internal_basin
 
 
 def file_hash(path):
@@ -40,17 +41,13 @@ def make_mapped_bg_input(src, path):
     with h5py.File(path, "a") as h5:
         del h5["events/image_bg"]
         del h5["events/bg_off"]
-        with dclab.RTDCWriter(h5) as hw:
-            hw.store_basin(
-                basin_name="background images",
-                basin_type="internal",
-                basin_format="h5dataset",
-                basin_locs=["basin_events"],
-                basin_descr="Pipeline identifier: sparsemed:k=200^s=1^t=0^f=0.8^o=1",
-                basin_feats=["image_bg"],
-                basin_map=mapping,
-                internal_data={"image_bg": series},
-            )
+        store_internal_basin(
+            h5,
+            "background images",
+            {"image_bg": series},
+            mapping,
+            description="Pipeline identifier: sparsemed:k=200^s=1^t=0^f=0.8^o=1",
+        )
     return path, series[mapping]
 
 
@@ -185,15 +182,7 @@ def test_input_with_image_in_mapped_internal_basin(cytoshot, tmp_path):
         dst.attrs["experiment:event count"] = len(mapping)
         with dclab.RTDCWriter(dst) as hw:
             hw.store_feature("deform", np.linspace(0, 1, len(mapping)))
-            hw.store_basin(
-                basin_name="unique frames",
-                basin_type="internal",
-                basin_format="h5dataset",
-                basin_locs=["basin_events"],
-                basin_feats=["image"],
-                basin_map=mapping,
-                internal_data={"image": frames[:8]},
-            )
+        store_internal_basin(dst, "unique frames", {"image": frames[:8]}, mapping)
     out = tmp_path / "out.rtdc"
     with BackgroundRollMed(path, out, kernel_size=4, batch_size=6) as bg:
         assert bg.image_count == 12

@@ -7,10 +7,11 @@
 - :mod:`dcbg.testing.writer`: :func:`make_synthetic_measurement` writes the
   model as an .rtdc file
 - :mod:`dcbg.testing.fixtures`: :func:`make_basin_variants` writes files
-  whose images come from basins
+  whose images come from basins, :func:`store_internal_basin` one such
+  basin
 """
 
-from .fixtures import make_basin_variants
+from .fixtures import make_basin_variants, store_internal_basin
 from .model import (
     REFERENCE_MEASUREMENT,
     SyntheticModel,
@@ -26,4 +27,5 @@ __all__ = [
     "make_basin_variants",
     "make_synthetic_measurement",
     "make_synthetic_stack",
+    "store_internal_basin",
 ]

@@ -25,6 +25,48 @@ REPEATED_FRAMES_FRACTION = Fraction(1, 5)
 SUBSET_FRACTION = Fraction(3, 4)
 
 
+def store_internal_basin(h5, name, features, mapping, description=None) -> str:
+    """Store `features` once in ``basin_events``, mapped to the events
+
+    As background outputs store the sparse-median series and as files
+    with several events per camera frame store their images: a mapped
+    internal basin whose ``events/basinmapN`` gives, for every event, the
+    index of its entry.
+
+    Parameters
+    ----------
+    h5: h5py.File
+        The file, open for writing
+    name: str
+        Basin name
+    features: dict or h5py.Group
+        Feature name to data (a dict of arrays, or ``h5["basin_events"]``
+        already holding the data)
+    mapping: array-like of int
+        Index into the basin's data for every event
+    description: str or None
+        Basin description (background outputs name their PPID in it)
+
+    Returns
+    -------
+    str
+        The basin's key in ``h5["basins"]``
+    """
+    from dclab.rtdc_dataset.writer import RTDCWriter
+
+    with RTDCWriter(h5) as hw:
+        return hw.store_basin(
+            basin_name=name,
+            basin_type="internal",
+            basin_format="h5dataset",
+            basin_locs=["basin_events"],
+            basin_descr=description,
+            basin_feats=sorted(features),
+            basin_map=np.asarray(mapping, dtype=np.int64),
+            internal_data=features,
+        )
+
+
 def _copy_attrs(src_attrs, h5: h5py.File, run_id: str, event_count: int) -> None:
     for key, val in src_attrs.items():
         if key.split(":", 1)[0] != "pipeline":
@@ -126,31 +168,22 @@ def make_basin_variants(
         with RTDCWriter(h5) as hw:
             for feat, values in scalars.items():
                 hw.store_feature(feat, values[mapping])
-            # stream the images chunk by chunk (sources can be large)
-            image = h5src["events/image"]
-            grp = h5.require_group("basin_events")
-            chunk = image.chunks[0] if image.chunks else None
-            ds = create_image_dataset(
-                grp,
-                "image",
-                n_src,
-                image.shape[1:],
-                image.dtype,
-                compression_kwargs(True),
-                chunk,
-            )
-            step = image.chunks[0] if image.chunks else 100
-            for start in range(0, n_src, step):
-                ds[start : start + step] = image[start : start + step]
-            hw.store_basin(
-                basin_name="unique frames",
-                basin_type="internal",
-                basin_format="h5dataset",
-                basin_locs=["basin_events"],
-                basin_feats=["image"],
-                basin_map=mapping,
-                internal_data=grp,
-            )
+        # stream the images chunk by chunk (sources can be large)
+        image = h5src["events/image"]
+        grp = h5.require_group("basin_events")
+        ds = create_image_dataset(
+            grp,
+            "image",
+            n_src,
+            image.shape[1:],
+            image.dtype,
+            compression_kwargs(True),
+            image.chunks[0] if image.chunks else None,
+        )
+        step = ds.chunks[0]
+        for start in range(0, n_src, step):
+            ds[start : start + step] = image[start : start + step]
+        store_internal_basin(h5, "unique frames", grp, mapping)
     variants["internal_mapped"] = path
 
     # (d) file basin with a subset mapping

@@ -447,17 +447,10 @@ class SyntheticModel:
         return _to_uint8(buf)
 
     def backgrounds(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Return the true background (with drift, without flicker) as uint8
+        """The true background of frames ``start:stop`` (as :meth:`frames`)
 
-        Parameters
-        ----------
-        start, stop: int
-            Frame index range (stop defaults to `n_frames`).
-
-        Returns
-        -------
-        np.ndarray
-            uint8 array of shape ``(stop - start, height, width)``.
+        The clean background plus the slow drift, without the flicker
+        (that is ``bg_off``), rounded to uint8.
         """
         start, stop = self._clip_range(start, stop)
         drift = self.drift[start:stop].astype(np.float32)[:, None, None]

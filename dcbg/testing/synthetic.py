@@ -5,20 +5,5 @@ The helpers now live in :mod:`dcbg.testing.model` (the image model),
 (basin variants); import them from :mod:`dcbg.testing`.
 """
 
-from .fixtures import make_basin_variants
-from .model import (
-    REFERENCE_MEASUREMENT,
-    SyntheticModel,
-    fit_background,
-    make_synthetic_stack,
-)
-from .writer import make_synthetic_measurement
-
-__all__ = [
-    "REFERENCE_MEASUREMENT",
-    "SyntheticModel",
-    "fit_background",
-    "make_basin_variants",
-    "make_synthetic_measurement",
-    "make_synthetic_stack",
-]
+from . import *  # noqa: F403 (the names of dcbg.testing)
+from . import __all__  # noqa: F401

@@ -15,9 +15,9 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import hashlib
+import inspect
 import json
 import pathlib
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -40,27 +40,20 @@ def make_synthetic_measurement(
     path: str | pathlib.Path,
     n_frames: int,
     *,
-    shape: tuple[int, int] = (80, 320),
-    seed: int = 0,
-    frame_rate: float = 3447.5,
-    noise_sigma: float = 2.0,
-    flicker_sigma: float = 0.7,
-    drift_amplitude: float = 3.0,
-    cell_probability: float = 0.25,
-    streaks: int | Sequence[tuple[float, float]] | None = None,
-    time_source: str = "time",
     image_dtype=np.uint8,
     chunk_frames: int | None = None,
     compression: bool | dict = True,
     with_image_bg: bool = False,
     num_workers: int = 0,
-    **kwargs,
+    **model_kwargs,
 ) -> pathlib.Path:
     """Write a realistic synthetic RT-DC measurement (.rtdc file)
 
     The image stack is rendered and written chunk by chunk, so memory use
     does not grow with `n_frames`. The file opens with
-    :func:`dclab.new_dataset` and :class:`dcnum.read.HDF5Data`.
+    :func:`dclab.new_dataset` and :class:`dcnum.read.HDF5Data`; its
+    ``events/image`` equals :func:`~dcbg.testing.make_synthetic_stack`
+    for the same model parameters.
 
     Parameters
     ----------
@@ -68,34 +61,6 @@ def make_synthetic_measurement(
         Output file; an existing file is overwritten.
     n_frames: int
         Number of frames (events), >= 1.
-    shape: tuple of int
-        Frame shape ``(height, width)`` in pixels.
-    seed: int
-        Random seed; same parameters and seed give the same images.
-    frame_rate: float
-        Frame rate in Hz, stored as ``imaging:frame rate`` (except for
-        ``time_source="none"``) and used for the time axis.
-    noise_sigma: float
-        Sensor noise standard deviation in grey levels.
-    flicker_sigma: float
-        Standard deviation of the per-frame brightness offset in grey levels.
-    drift_amplitude: float
-        Maximum slow brightness drift over the measurement in grey levels.
-    cell_probability: float
-        Fraction of frames (0..1) containing randomly placed cells.
-    streaks: int or sequence of (float, float) or None
-        Dense cell streaks: a count or ``(t_start, t_stop)`` intervals in
-        seconds relative to the first frame, see :class:`SyntheticModel`.
-    time_source: str
-        What the file carries for the time axis:
-
-        - "time": ``time`` feature in seconds (``frame / frame_rate``,
-          starting at a nonzero offset, constant steps) plus the matching
-          ``frame`` feature and the frame-rate attribute
-        - "frame": only the ``frame`` feature (nonzero start, occasional
-          gaps) and the frame-rate attribute
-        - "rate": only the frame-rate attribute
-        - "none": neither time/frame features nor a frame rate
     image_dtype: numpy dtype
         dtype of ``events/image``; ``np.float64`` stores a float array
         holding integer grey values.
@@ -115,9 +80,22 @@ def make_synthetic_measurement(
         Number of threads that encode uint8 image chunks (Zstandard and
         checksum) while this thread renders the next ones; 0: encode in
         this thread. Other image dtypes are written through h5py.
-    **kwargs:
-        Further parameters of :class:`SyntheticModel` (`streak_duration`,
-        `streak_fill`, `frame_gap_probability`, `noise_bank_frames`).
+    **model_kwargs:
+        Parameters of :class:`~dcbg.testing.SyntheticModel` (`shape`,
+        `seed`, `frame_rate`, `noise_sigma`, `cell_probability`,
+        `streaks`, ...). Same parameters and seed give the same images.
+        `time_source` also decides what the file carries for the time
+        axis:
+
+        - "time" (default): ``time`` feature in seconds (``frame /
+          frame_rate``, starting at a nonzero offset, constant steps) plus
+          the matching ``frame`` feature and ``imaging:frame rate``
+        - "frame": only the ``frame`` feature (nonzero start, occasional
+          gaps) and the frame-rate attribute
+        - "rate": only the frame-rate attribute
+        - "none": neither time/frame features nor a frame rate
+
+        The parameters are stored as JSON in ``user:dcbg synthetic``.
 
     Returns
     -------
@@ -130,40 +108,15 @@ def make_synthetic_measurement(
     path = pathlib.Path(path)
     if int(n_frames) < 1:
         raise ValueError("`n_frames` must be at least 1")
-    model = SyntheticModel(
-        n_frames,
-        shape=shape,
-        seed=seed,
-        frame_rate=frame_rate,
-        noise_sigma=noise_sigma,
-        flicker_sigma=flicker_sigma,
-        drift_amplitude=drift_amplitude,
-        cell_probability=cell_probability,
-        streaks=streaks,
-        time_source=time_source,
-        **kwargs,
-    )
+    model = SyntheticModel(n_frames, **model_kwargs)
+    time_source = model.time_source
     dtype = np.dtype(image_dtype)
     comp = compression_kwargs(compression)
-    params = {
-        "seed": seed,
-        "n_frames": model.n_frames,
-        "shape": list(model.shape),
-        "frame_rate": model.frame_rate,
-        "noise_sigma": noise_sigma,
-        "flicker_sigma": flicker_sigma,
-        "drift_amplitude": drift_amplitude,
-        "cell_probability": cell_probability,
-        "streak_intervals": model.streak_intervals,
-        "streak_positions": model.streak_positions,
-        "time_source": time_source,
-        **kwargs,
-    }
-    run_id = _run_identifier(path, seed, model.n_frames, model.shape, time_source)
+    run_id = _run_identifier(path, model.seed, model.n_frames, model.shape, time_source)
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "w") as h5, RTDCWriter(h5, compression_kwargs=comp) as hw:
-        hw.store_metadata(_metadata(model, run_id, params))
+        hw.store_metadata(_metadata(model, run_id, model_kwargs))
         if time_source in ("time", "frame"):
             hw.store_feature("frame", model.frame_numbers)
         if time_source == "time":
@@ -288,7 +241,50 @@ def _run_identifier(path: pathlib.Path, seed, n_frames, shape, time_source) -> s
     return _RUN_ID_PREFIX + digest[:_RUN_ID_DIGITS]
 
 
-def _metadata(model: SyntheticModel, run_id: str, params: dict) -> dict:
+#: model parameters stored first in ``user:dcbg synthetic`` (in this
+#: order), with their values; the other parameters follow as given
+_STORED_PARAMETERS = (
+    "seed",
+    "n_frames",
+    "shape",
+    "frame_rate",
+    "noise_sigma",
+    "flicker_sigma",
+    "drift_amplitude",
+    "cell_probability",
+    "streak_intervals",
+    "streak_positions",
+    "time_source",
+)
+
+
+def _parameters(model: SyntheticModel, model_kwargs: dict) -> dict:
+    """The model's parameters as stored in the file (JSON-ready)"""
+    defaults = {
+        name: param.default
+        for name, param in inspect.signature(SyntheticModel).parameters.items()
+        if param.default is not param.empty
+    }
+    values = {
+        **defaults,
+        **model_kwargs,
+        "n_frames": model.n_frames,
+        "shape": list(model.shape),
+        "frame_rate": model.frame_rate,
+        "streak_intervals": model.streak_intervals,
+        "streak_positions": model.streak_positions,
+    }
+    stored = {name: values[name] for name in _STORED_PARAMETERS}
+    # the others as given; `streaks` is stored as the intervals it gave
+    rest = {
+        name: value
+        for name, value in model_kwargs.items()
+        if name not in stored and name != "streaks"
+    }
+    return stored | rest
+
+
+def _metadata(model: SyntheticModel, run_id: str, model_kwargs: dict) -> dict:
     import dclab.definitions as dfn
 
     meta: dict[str, dict] = {}
@@ -304,5 +300,5 @@ def _metadata(model: SyntheticModel, run_id: str, params: dict) -> dict:
         meta["imaging"].pop("frame rate", None)
     else:
         meta["imaging"]["frame rate"] = model.frame_rate
-    meta["user"] = {"dcbg synthetic": json.dumps(params)}
+    meta["user"] = {"dcbg synthetic": json.dumps(_parameters(model, model_kwargs))}
     return meta
