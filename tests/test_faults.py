@@ -91,10 +91,10 @@ DEFAULT_MOMENTS = 3
 SLOW_MOMENTS = 24
 #: seed of the moments: DCBG_FAULT_SEED to replay a failure, else new
 SEED = int(os.environ.get("DCBG_FAULT_SEED", random.SystemRandom().randrange(10**6)))
-#: a file-size limit this far above what a run must be able to write makes
-#: it fail part-way through writing its background, about a tenth of what
-#: it writes (N_FRAMES frames: rollmed's image_bg ~40 MB, sparsemed's ~150
-#: background images ~1 MB, copy's image_bg ~8 MB)
+#: a file-size limit this much below the size of the file an uninterrupted
+#: run writes makes it fail part-way through writing its background (a
+#: tenth or less of what it writes for N_FRAMES frames: rollmed's image_bg
+#: ~40 MB, sparsemed's ~150 background images ~1 MB, copy's image_bg ~8 MB)
 DISK_FULL_MARGIN = {"rollmed": 4 * 1024**2, "sparsemed": 96 * 1024, "copy": 1024**2}
 #: how long a start-up may take before the harness gives up waiting for a
 #: progress line (a loaded 2-core machine)
@@ -140,6 +140,8 @@ class FaultData:
         assert self.old_state.bg_off is not None
         self._references = {}
         self._baselines = {}
+        #: (method, mode) -> size of the file an uninterrupted run wrote
+        self.result_size = {}
         self._count = 0
 
     def workdir(self, label: str) -> pathlib.Path:
@@ -241,6 +243,8 @@ def run_case(data: FaultData, method, mode, kind, moment, label="moment", rerun=
     problems = signal_violations(outcome)
     if kind is None and outcome.returncode != 0:
         problems.append(f"exit-code: uninterrupted run exited {outcome.returncode}")
+    if kind is None and out.exists():
+        data.result_size[(method, mode)] = out.stat().st_size
     problems += check_files(
         data, mode, inp, out, source, new, outcome.returncode, outcome.signalled
     )
@@ -417,9 +421,15 @@ def test_disk_full(fault_data, method, mode):
         first = run_dcbg(cmd, folder, fault_data.log_prefix("diskfull-first"))
         assert first.returncode == 0, first.describe()
         old_output = file_digest(out)
-    # in place, the file may grow by the margin (a staged copy of it too)
-    margin = DISK_FULL_MARGIN[method]
-    limit = margin + (inp.stat().st_size if mode == "inplace" else 0)
+    if mode == "inplace":
+        # Below the size of the result of an uninterrupted run, whatever
+        # the design (writing into the file, or a staged copy of it that
+        # leaves the old background out): the last part of the background
+        # does not fit.
+        fault_data.baseline(method, mode)
+        limit = fault_data.result_size[(method, mode)] - DISK_FULL_MARGIN[method]
+    else:
+        limit = DISK_FULL_MARGIN[method]
     cmd = dcbg_command(
         inp, out, METHOD_ARGS[method] + NUM_CPUS_ARGS, force=mode != "new"
     )
