@@ -588,3 +588,37 @@ def test_out_of_memory_is_a_one_line_error(cytoshot, tmp_path, monkeypatch):
     )
     assert "--batch-size" in lines[-1]
     assert not out.exists() and hidden_files(tmp_path) == []
+
+
+def test_stop_signals_per_platform():
+    posix = types.SimpleNamespace(SIGINT=2, SIGTERM=15)
+    windows = types.SimpleNamespace(SIGINT=2, SIGTERM=15, SIGBREAK=21)
+    assert transaction.stop_signals(posix) == (2, 15)
+    # Ctrl-Break stops a console program on Windows
+    assert transaction.stop_signals(windows) == (2, 15, 21)
+    from dcbg.cli import _stop_signals
+
+    assert _stop_signals() == transaction.STOP_SIGNALS
+
+
+SIGNAL_AT_START = textwrap.dedent(
+    """
+    import os, signal, sys
+    sys.argv = ["dcbg", "methods"]
+    import dcbg.cli
+    real = dcbg.cli.main
+    # a signal that arrives after the handlers are set, before the work
+    import dcbg.cli.main as runner
+    def methods_then_signal(args=None):
+        os.kill(os.getpid(), signal.SIGTERM)
+    runner.main = methods_then_signal
+    real()
+    """
+)
+
+
+def test_signal_during_start_up_exits_with_its_status():
+    proc = subprocess.run(
+        [sys.executable, "-c", SIGNAL_AT_START], capture_output=True, timeout=60
+    )
+    assert proc.returncode == 128 + signal.SIGTERM

@@ -16,11 +16,17 @@ def _exit_on_signal(signum, frame):
     sys.exit(EXIT_STATUS_BASE + signum)
 
 
+def _stop_signals() -> tuple:
+    # as dcbg.io.transaction.stop_signals, without importing dcbg.io (numpy,
+    # h5py) before the handlers are set
+    names = ("SIGINT", "SIGTERM", "SIGBREAK")
+    return tuple(getattr(signal, name) for name in names if hasattr(signal, name))
+
+
 def main(args=None):
     """Entry point of the ``dcbg`` console script and ``python -m dcbg``"""
-    for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), _exit_on_signal)
+    for signum in _stop_signals():
+        signal.signal(signum, _exit_on_signal)
     from .main import main as run
 
     run(args)

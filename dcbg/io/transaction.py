@@ -396,12 +396,18 @@ def _move_no_clobber(source: pathlib.Path, target: pathlib.Path, platform: str):
         ) from None
 
 
-#: signals that stop a run (Windows: Ctrl-Break is SIGBREAK)
-STOP_SIGNALS = tuple(
-    getattr(signal, name)
-    for name in ("SIGINT", "SIGTERM", "SIGBREAK")
-    if hasattr(signal, name)
-)
+def stop_signals(signals=signal) -> tuple:
+    """The signals that stop a run where `signals` (the module) has them
+
+    Ctrl-C (SIGINT) and SIGTERM everywhere, and on Windows Ctrl-Break
+    (SIGBREAK), which is how a console stops a program there.
+    """
+    names = ("SIGINT", "SIGTERM", "SIGBREAK")
+    return tuple(getattr(signals, name) for name in names if hasattr(signals, name))
+
+
+#: signals that stop a run on this platform
+STOP_SIGNALS = stop_signals()
 
 
 @contextlib.contextmanager
