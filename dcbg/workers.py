@@ -155,6 +155,13 @@ def close_pools(*pools: WorkerPool | None):
         pool.join()
 
 
+#: seconds a waiting thread sleeps between checks of a future: waiting
+#: in short slices keeps the main thread responsive to Ctrl-C (a blocking
+#: wait is not interrupted by signals), and 0.2 s is quick for a person
+#: and costs nothing measurable
+WAIT_POLL_SECONDS = 0.2
+
+
 def wait_all(futures: list[Future]) -> list:
     """Wait for all futures (interruptible), then return results or raise"""
     error = None
@@ -164,7 +171,7 @@ def wait_all(futures: list[Future]) -> list:
             # a timeout keeps the main thread responsive to Ctrl-C
             while True:
                 try:
-                    results.append(future.result(timeout=0.2))
+                    results.append(future.result(timeout=WAIT_POLL_SECONDS))
                     break
                 except TimeoutError:
                     continue
