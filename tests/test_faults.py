@@ -22,10 +22,11 @@ SIGKILL and rerun.
 
 On dcbg's main before issue 11 was fixed, in-place runs lose data (copy
 in place deletes the background even when it succeeds, an interrupted
-run deletes the previous one, SIGKILL leaves it half written), some
-SIGINT/SIGTERM runs hang, a full disk in place crashes, concurrent
-writers both "succeed" and reruns leave temporary files of killed runs.
-Those tests fail there on purpose.
+run deletes the previous one, SIGKILL leaves it half written), a full
+disk in place crashes (SIGSEGV) and its message does not name the output,
+concurrent writers both "succeed" and reruns leave the temporary files of
+killed runs. Those tests fail there on purpose. (Issue 11 also saw some
+SIGINT/SIGTERM runs hang; none did in this harness's runs of that code.)
 
 Replay: the moments come from a seeded RNG; every failure message names
 the seed, the moment and the signal. Run with ``DCBG_FAULT_SEED=<seed>``
@@ -61,14 +62,15 @@ from faults import (
 from dcbg.testing import make_synthetic_measurement
 
 #: frames of the test measurement: with 2 worker threads, rollmed and
-#: sparsemed (split time below) compute for ~1.5-2 s after ~1 s of start-up
-#: on an idle 2-core machine, long enough to hit every phase of a run, short
-#: enough for the default budget (~50 runs) to take a few minutes
-N_FRAMES = 25_000
+#: sparsemed (split time below) compute for ~1.5 s after ~1 s of start-up
+#: on an idle 2-core machine (3-6 s in all on a busy one), long enough to
+#: hit every phase of a run, short enough for the default budget (~50 runs)
+#: to take about 3 minutes
+N_FRAMES = 20_000
 #: seed of the synthetic measurement (its content, not the moments)
 DATA_SEED = 11
-#: method options; sparsemed's default split time of 1 s gives only 8
-#: median images here and ~0.5 s of work, 0.05 s gives ~150 and ~2 s
+#: method options; sparsemed's default split time of 1 s gives only 6
+#: median images here and ~0.4 s of work, 0.05 s gives ~120 and ~1.5 s
 METHOD_ARGS = {
     "rollmed": ["--method", "rollmed"],
     "sparsemed": ["--method", "sparsemed", "--split-time", "0.05"],
@@ -91,10 +93,11 @@ DEFAULT_MOMENTS = 3
 SLOW_MOMENTS = 24
 #: seed of the moments: DCBG_FAULT_SEED to replay a failure, else new
 SEED = int(os.environ.get("DCBG_FAULT_SEED", random.SystemRandom().randrange(10**6)))
-#: a file-size limit this much below the size of the file an uninterrupted
-#: run writes makes it fail part-way through writing its background (a
-#: tenth or less of what it writes for N_FRAMES frames: rollmed's image_bg
-#: ~40 MB, sparsemed's ~150 background images ~1 MB, copy's image_bg ~8 MB)
+#: disk full: a file-size limit of this many bytes (new output), or this
+#: much below the size of the file an uninterrupted run writes (in place),
+#: makes a run fail part-way through writing its background (a tenth or
+#: less of what it writes for N_FRAMES frames: rollmed's image_bg ~35 MB,
+#: sparsemed's ~120 background images ~0.8 MB, copy's image_bg ~6 MB)
 DISK_FULL_MARGIN = {"rollmed": 4 * 1024**2, "sparsemed": 96 * 1024, "copy": 1024**2}
 #: how long a start-up may take before the harness gives up waiting for a
 #: progress line (a loaded 2-core machine)
