@@ -93,17 +93,24 @@ def test_batch_api(tmp_path):
         assert bg.get_progress() == 1
 
 
-def test_equals_dcnum_on_real_data(cytoshot, tmp_path):
+def assert_equals_dcnum(path, tmp_path, events, dcnum_cpus, **kwargs):
+    """dcbg's and dcnum's image_bg of all `events` are identical, compressed
+    or not"""
     for compress in [True, False]:
         ours = tmp_path / f"ours_{compress}.rtdc"
         ref = tmp_path / f"dcnum_{compress}.rtdc"
-        kwargs = {"kernel_size": 4, "batch_size": 5, "compress": compress}
-        with BackgroundRollMed(cytoshot, ours, num_cpus=2, **kwargs) as bg:
+        kwargs["compress"] = compress
+        with BackgroundRollMed(path, ours, num_cpus=2, **kwargs) as bg:
             bg.process()
-        with DcnumRollMed(cytoshot, ref, num_cpus=1, **kwargs) as bg:
+        with DcnumRollMed(path, ref, num_cpus=dcnum_cpus, **kwargs) as bg:
             bg.process()
         with dclab.new_dataset(ours) as a, dclab.new_dataset(ref) as b:
+            assert len(a) == len(b) == events
             assert np.array_equal(a["image_bg"][:], b["image_bg"][:])
+
+
+def test_equals_dcnum_on_real_data(cytoshot, tmp_path):
+    assert_equals_dcnum(cytoshot, tmp_path, 13, 1, kernel_size=4, batch_size=5)
 
 
 @pytest.mark.timeout(300)
@@ -113,17 +120,7 @@ def test_equals_dcnum_on_synthetic_measurement(tmp_path):
     path = make_synthetic_measurement(
         tmp_path / "syn.rtdc", 2500, shape=(24, 64), seed=5
     )
-    for compress in [True, False]:
-        ours = tmp_path / f"ours_{compress}.rtdc"
-        ref = tmp_path / f"dcnum_{compress}.rtdc"
-        kwargs = {"kernel_size": 100, "batch_size": 1000, "compress": compress}
-        with BackgroundRollMed(path, ours, num_cpus=2, **kwargs) as bg:
-            bg.process()
-        with DcnumRollMed(path, ref, num_cpus=2, **kwargs) as bg:
-            bg.process()
-        with dclab.new_dataset(ours) as a, dclab.new_dataset(ref) as b:
-            assert len(a) == 2500
-            assert np.array_equal(a["image_bg"][:], b["image_bg"][:])
+    assert_equals_dcnum(path, tmp_path, 2500, 2, kernel_size=100, batch_size=1000)
 
 
 def test_memory_buffers_bounded_by_batch(tmp_path):

@@ -14,6 +14,13 @@ from dcbg.kernels import slow
 from dcbg.testing import make_basin_variants, make_synthetic_measurement
 
 
+def series_info(bg) -> dict:
+    """Copies of the series attributes dcnum and dcbg both expose"""
+    return {
+        name: getattr(bg, name).copy() for name in ("step_times", "time", "bg_images")
+    }
+
+
 def run_both(inp, tmp_path, tag, **kwargs):
     ours = tmp_path / f"{tag}_ours.rtdc"
     ref = tmp_path / f"{tag}_dcnum.rtdc"
@@ -21,18 +28,10 @@ def run_both(inp, tmp_path, tag, **kwargs):
         warnings.simplefilter("always")
         with BackgroundSparseMed(inp, ours, num_cpus=2, **kwargs) as bg:
             bg.process()
-            ours_info = {
-                "step_times": bg.step_times.copy(),
-                "time": bg.time.copy(),
-                "bg_images": bg.bg_images.copy(),
-            }
+            ours_info = series_info(bg)
     with DcnumSparseMed(inp, ref, num_cpus=2, **kwargs) as bg:
         bg.process()
-        ref_info = {
-            "step_times": bg.step_times.copy(),
-            "time": bg.time.copy(),
-            "bg_images": bg.bg_images.copy(),
-        }
+        ref_info = series_info(bg)
     return ours, ref, ours_info, ref_info, ours_warnings
 
 
