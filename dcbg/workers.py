@@ -159,6 +159,10 @@ def close_pools(*pools: WorkerPool | None):
 #: in short slices keeps the main thread responsive to Ctrl-C (a blocking
 #: wait is not interrupted by signals), and 0.2 s is quick for a person
 #: and costs nothing measurable
+#: Median jobs per worker thread in one parallel step: several short jobs
+#: per thread let chunk (de)compression jobs, which have priority, start
+#: soon, and even out threads that the system slows down.
+JOBS_PER_THREAD = 4
 WAIT_POLL_SECONDS = 0.2
 
 

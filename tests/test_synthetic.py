@@ -1,7 +1,6 @@
 """Tests for the synthetic measurement generator in :mod:`dcbg.testing`"""
 
 import json
-import time
 
 import dclab
 import h5py
@@ -273,17 +272,15 @@ def test_explicit_streak_intervals():
     assert idx.min() >= 600 and idx.max() < 900
 
 
-def test_render_speed():
-    # noise comes from a bank: rendering must be much faster than drawing
-    # fresh normals (> 5000 frames/s required for 200k-frame benchmarks)
-    model = SyntheticModel(2000, seed=13)
-    best = np.inf
-    for _ in range(3):
-        t0 = time.perf_counter()
-        for _ in model.iter_chunks(40):
-            pass
-        best = min(best, time.perf_counter() - t0)
-    assert 2000 / best > 5000
+def test_noise_comes_from_a_bank():
+    # Drawing fresh normals for every pixel would dominate the runtime of
+    # 200k-frame benchmark files: the noise is a window of a fixed bank,
+    # whose size does not grow with the number of frames (the speed itself
+    # is printed by benchmarks/make_dataset.py, not asserted here).
+    small = SyntheticModel(200, seed=13)
+    large = SyntheticModel(20000, seed=13)
+    assert small._noise.size == large._noise.size
+    assert large._noise.size < 20000 * 80 * 320 / 10
 
 
 @pytest.fixture(scope="module")

@@ -381,7 +381,7 @@ class OutputFile:
             basin_id=measurement.ds.get_measurement_identifier() or None,
             verify=False,
         )
-        _drop_same_mapping(self.h5, key)
+        drop_same_mapping(self.h5, key)
 
     def _copy_basin(self, writer, measurement: InputMeasurement, bn_dict: dict):
         """Carry one of the input's own basins over to the output"""
@@ -418,7 +418,7 @@ class OutputFile:
             verify=False,
             perishable=bn_dict.get("perishable", False),
         )
-        _drop_same_mapping(self.h5, key)
+        drop_same_mapping(self.h5, key)
 
     def remove_background_features(self):
         """Remove ``image_bg``/``bg_off`` and the internal basins holding them"""
@@ -755,7 +755,7 @@ def check_output_dir(path: pathlib.Path):
         )
 
 
-def _drop_same_mapping(h5: h5py.File, key: str):
+def drop_same_mapping(h5: h5py.File, key: str):
     """Remove ``"mapping": "same"`` from an unmapped basin definition
 
     dclab writes it, dclab also reads a basin without it as unmapped, but

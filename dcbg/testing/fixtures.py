@@ -118,7 +118,7 @@ def make_basin_variants(
     # dclab writes "mapping": "same" for unmapped basins, which dcnum
     # 0.31.0 takes for the name of a basinmap feature (and ignores the
     # basin); dcbg's writer drops it, and so do these files
-    from ..io.rtdc import _drop_same_mapping
+    from ..io.rtdc import drop_same_mapping
 
     src = pathlib.Path(src_path).resolve()
     out_dir = pathlib.Path(out_dir)
@@ -156,7 +156,7 @@ def make_basin_variants(
                     basin_id=src_id,
                     verify=False,
                 )
-                _drop_same_mapping(h5, bn_key)
+                drop_same_mapping(h5, bn_key)
         variants[key] = path
 
     # (c) internal basin with repeated frames

@@ -6,7 +6,7 @@ import numpy as np
 
 from ...kernels import rolling_median_pixels
 from ...kernels.rolling_median import BAND_BLOCK_SIZE
-from ...workers import wait_all
+from ...workers import JOBS_PER_THREAD, wait_all
 from .base import Background, check_positive_int
 
 #: Fewest frames of a pipeline block (at least 4 kernels): while the
@@ -193,7 +193,7 @@ class BackgroundRollMed(Background):
         """
         npix = self.shared_input.shape[1]
         blocks = -(-npix // BAND_BLOCK_SIZE)
-        parts = min(4 * self.num_cpus, blocks)
+        parts = min(JOBS_PER_THREAD * self.num_cpus, blocks)
         bounds = np.linspace(0, blocks, parts + 1).astype(int) * BAND_BLOCK_SIZE
         for p0, p1 in zip(bounds[:-1], bounds[1:], strict=True):
             p1 = min(int(p1), npix)

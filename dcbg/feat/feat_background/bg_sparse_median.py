@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 
 from ...kernels import window_median_pixels
-from ...workers import wait_all
+from ...workers import JOBS_PER_THREAD, wait_all
 from .base import Background, check_positive_int, check_real
 
 #: height of the top image slice used for ``bg_off``, pixels: dcnum's
@@ -52,6 +52,10 @@ CLEANSING_VARIANCE_FACTOR = 150
 #: bound leaves room for that and still limits the series to a few times
 #: the size of the decompressed input.
 MAX_SERIES_IMAGES_PER_FRAME = 4
+#: Fewest frames the I/O thread reads at once outside median windows (where
+#: only the top rows are summed for bg_off): whole chunks, and enough frames
+#: that the per-block overhead stays small against decompression.
+READ_BLOCK_FRAMES = 256
 
 
 class BackgroundSparseMed(Background):
@@ -329,7 +333,7 @@ class BackgroundSparseMed(Background):
     def _pixel_slices(self):
         npix = self.shared_input.shape[1]
         # several jobs per thread balance the load
-        parts = min(npix, 4 * self.num_cpus)
+        parts = min(npix, JOBS_PER_THREAD * self.num_cpus)
         bounds = np.linspace(0, npix, parts + 1).astype(int)
         return [
             slice(int(a), int(b))
@@ -399,7 +403,7 @@ class BackgroundSparseMed(Background):
             block
             for lo, hi in ranges
             for block in self.input_data.iter_blocks(
-                max(self.input_data.chunk_frames, 256), lo, hi
+                max(self.input_data.chunk_frames, READ_BLOCK_FRAMES), lo, hi
             )
         ]
         # A window buffer is allocated when its first frame arrives and
