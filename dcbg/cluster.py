@@ -168,12 +168,7 @@ def process_file(
     output_path = pathlib.Path(output_path)
     result = FileResult(input_path, output_path, str(ppid), "failed")
     t0 = time.perf_counter()
-    # Warnings go into the result, once each: on a Dask worker, Python
-    # would print them with a source line, and the log record of the same
-    # warning again (no log handler there).
-    logging.getLogger("dcbg").addHandler(_NULL_HANDLER)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with _warnings_into(result):
         _process_file(
             result,
             input_path,
@@ -182,13 +177,9 @@ def process_file(
             compress,
             force,
             num_cpus,
-            basin_root,
-            allow_remote_basins,
+            {"basin_root": basin_root, "allow_remote_basins": allow_remote_basins},
             t0,
         )
-    result.warnings = list(
-        dict.fromkeys(" ".join(str(w.message).split()) for w in caught)
-    )
     return result
 
 
@@ -197,17 +188,26 @@ def process_file(
 _NULL_HANDLER = logging.NullHandler()
 
 
+@contextlib.contextmanager
+def _warnings_into(result: FileResult):
+    """Collect the warnings of a computation into `result`, once each
+
+    On a Dask worker, Python would print a warning with a source line, and
+    the log record of the same warning again (no log handler there).
+    """
+    logging.getLogger("dcbg").addHandler(_NULL_HANDLER)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            result.warnings = list(
+                dict.fromkeys(" ".join(str(w.message).split()) for w in caught)
+            )
+
+
 def _process_file(
-    result,
-    input_path,
-    output_path,
-    ppid,
-    compress,
-    force,
-    num_cpus,
-    basin_root,
-    allow_remote_basins,
-    t0,
+    result, input_path, output_path, ppid, compress, force, num_cpus, basin_kwargs, t0
 ):
     try:
         cls, kwargs = resolve_method(ppid)
@@ -216,10 +216,6 @@ def _process_file(
         if replace and not force:
             _check_existing_output(output_path, result)
             return
-        basin_kwargs = {
-            "basin_root": basin_root,
-            "allow_remote_basins": allow_remote_basins,
-        }
         result.frames = _compute(
             cls, {**kwargs, **basin_kwargs}, input_path, output_path, compress, num_cpus
         )
