@@ -98,7 +98,7 @@ class Outcome:
         Seconds from the last signal sent to the end of the run
     hung: bool
         The run did not end within :data:`HANG_TIMEOUT_S` of the last
-        signal (or :data:`RUN_TIMEOUT_S` without signal) and was SIGKILLed
+        signal (or the run timeout without signal) and was SIGKILLed
     strays: list of int
         Processes of the run's process group still alive after it ended
         (killed by the harness)
@@ -190,6 +190,7 @@ def run_dcbg(
     moment: float | None = None,
     preexec_fn=None,
     on_started=None,
+    timeout: float = RUN_TIMEOUT_S,
 ) -> Outcome:
     """Run `cmd` in its own process group; signal it at `moment` s if given
 
@@ -213,6 +214,8 @@ def run_dcbg(
         Called with the Popen object right after the start (e.g. to start
         a competing run while this one computes); the run is then waited
         for as usual
+    timeout: float
+        Seconds an unsignalled run may take before it counts as hung
     """
     log_prefix.parent.mkdir(parents=True, exist_ok=True)
     out_path = log_prefix.with_suffix(".out")
@@ -236,7 +239,7 @@ def run_dcbg(
             if on_started is not None:
                 on_started(proc)
             if kind is None:
-                if not _wait(proc, RUN_TIMEOUT_S):
+                if not _wait(proc, timeout - (time.monotonic() - start)):
                     hung = True
             elif _wait(proc, moment - (time.monotonic() - start)):
                 pass  # ended before the moment: nothing to send

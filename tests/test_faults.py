@@ -102,6 +102,9 @@ DISK_FULL_MARGIN = {"rollmed": 4 * 1024**2, "sparsemed": 96 * 1024, "copy": 1024
 #: how long a start-up may take before the harness gives up waiting for a
 #: progress line (a loaded 2-core machine)
 PROGRESS_TIMEOUT_S = 60.0
+#: a second writer of a file must fail at once; one that has not ended
+#: after this long (a slow start-up is ~2 s) waits for the first writer
+SECOND_WRITER_TIMEOUT_S = 30.0
 
 INPUT_NAME = "measurement.rtdc"
 OUTPUT_NAME = "measurement_bg.rtdc"
@@ -462,13 +465,26 @@ def test_disk_full(fault_data, method, mode):
 
 
 def _second_writer(fault_data, first_err, cmd, folder, results):
-    """on_started callback: start `cmd` once the first run computes"""
+    """on_started callback: run `cmd` while the first run is held mid-way
+
+    The first run is stopped (SIGSTOP) once it computes, so it holds the
+    output for as long as the second one takes, however slow the machine;
+    a second writer that waits for the first one instead of failing hangs
+    and is killed after :data:`SECOND_WRITER_TIMEOUT_S`.
+    """
 
     def start(proc):
         _wait_for_progress(first_err, proc)
-        results["second"] = run_dcbg(cmd, folder, fault_data.log_prefix("second"))
-        # the second writer must not wait for the first one to finish
-        results["first_running"] = proc.poll() is None
+        os.killpg(proc.pid, signal.SIGSTOP)
+        try:
+            results["second"] = run_dcbg(
+                cmd,
+                folder,
+                fault_data.log_prefix("second"),
+                timeout=SECOND_WRITER_TIMEOUT_S,
+            )
+        finally:
+            os.killpg(proc.pid, signal.SIGCONT)
         results["first_pid"] = proc.pid
 
     return start
@@ -491,11 +507,10 @@ def test_second_writer_fails_at_once(fault_data, mode):
     shutil.copyfile(source, inp)
     out = inp if mode == "inplace" else folder / OUTPUT_NAME
     force = mode == "inplace"
-    # one worker: the first run computes long enough for the second to start
     first_cmd = dcbg_command(
         inp,
         out,
-        METHOD_ARGS[method] + ["--num-cpus", "1"],
+        METHOD_ARGS[method] + NUM_CPUS_ARGS,
         force=force,
         quiet=False,
     )
@@ -513,8 +528,8 @@ def test_second_writer_fails_at_once(fault_data, mode):
         ),
     )
     second = results["second"]
+    assert not second.hung, "the second writer waited for the first one"
     assert second.returncode == 1, second.describe()
-    assert results["first_running"], "the second writer waited for the first"
     message = second.stderr.strip()
     assert out.name in message, message
     assert str(results["first_pid"]) in message, message
