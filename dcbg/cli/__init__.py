@@ -5,6 +5,7 @@ heavy: a signal during start-up ends the command with exit status 130
 (143), as one during the computation does.
 """
 
+import os
 import signal
 import sys
 
@@ -29,7 +30,33 @@ def main(args=None):
         signal.signal(signum, _exit_on_signal)
     from .main import main as run
 
-    run(args)
+    status = 0
+    try:
+        run(args)
+    except SystemExit as exc:
+        status = exc.code
+        raise
+    finally:
+        _end_past_broken_hdf5_files(status)
+
+
+def _end_past_broken_hdf5_files(status):
+    """End the process at once if HDF5 could not close a discarded file
+
+    After a write failed (a file-size limit), HDF5 may be unable to close
+    the staged file dcbg threw away (see ``dcbg.io.rtdc.UNCLOSABLE_FILES``);
+    its own clean-up at interpreter exit would then crash the process.
+    Everything the command had to say is said: leave without that clean-up,
+    with the command's exit status.
+    """
+    rtdc = sys.modules.get("dcbg.io.rtdc")
+    if rtdc is None or not rtdc.UNCLOSABLE_FILES:
+        return
+    if not isinstance(status, int):
+        status = 0 if status is None else 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def __getattr__(name):

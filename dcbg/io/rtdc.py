@@ -629,12 +629,9 @@ class OutputFile:
         """Remove the staged file; the output path stays as it was"""
         if self.committed:
             return
-        h5 = self.h5
+        h5, self.h5 = self.h5, None
         if h5 is not None and h5.id.valid:
-            # A failed write (disk full) can make closing fail too; the
-            # file is removed anyway.
-            with contextlib.suppress(Exception):
-                h5.close()
+            _close_discarded(h5)
         _remove_file(self.staged_path)
 
     def close(self):
@@ -714,13 +711,14 @@ def write_errors_named(path: pathlib.Path):
     """Turn a full disk while writing `path` into a one-line OSError
 
     HDF5 reports a failed write as a long stack of messages that holds the
-    system error only as text; this names the output file instead.
+    system error only as text (an OSError, or a RuntimeError where h5py
+    copies or closes objects); this names the output file instead.
     """
     try:
         yield
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
         text = str(exc)
-        if exc.errno in DISK_FULL_ERRNOS or any(
+        if getattr(exc, "errno", None) in DISK_FULL_ERRNOS or any(
             f"errno = {num}," in text for num in DISK_FULL_ERRNOS
         ):
             error = OSError(
@@ -730,6 +728,40 @@ def write_errors_named(path: pathlib.Path):
             error.errno = errno.ENOSPC
             raise error from exc
         raise
+
+
+#: staged files HDF5 could not close after a failed write: their objects
+#: must never be freed (HDF5 crashes the process when they are)
+UNCLOSABLE_FILES = []
+
+
+def _close_discarded(h5: h5py.File):
+    """Close a staged HDF5 file that is thrown away, also after a full disk
+
+    Closing flushes HDF5's caches; after a failed write (disk full, file
+    size limit) that flush fails too, and HDF5 is left in a state in which
+    freeing the file's objects crashes the process. Nothing of the file is
+    kept, so its writes are sent to the null device first: HDF5 then
+    closes it cleanly, unless it must extend the file (which the null
+    device cannot be). Then the file stays open, its objects referenced in
+    `UNCLOSABLE_FILES` until the process ends. The file itself is removed
+    by the caller either way.
+    """
+    with contextlib.suppress(Exception):
+        fd = h5.id.get_vfd_handle()  # the POSIX (sec2) driver's descriptor
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+    try:
+        h5.close()
+    except Exception:  # noqa: BLE001 (HDF5's errors of a broken file)
+        # the file and every object of it that h5py still has
+        objects = []
+        with contextlib.suppress(Exception):
+            objects = list(h5py.h5f.get_obj_ids(h5.id))
+        UNCLOSABLE_FILES.append((h5, objects))
 
 
 def _abandon(staged: pathlib.Path, lock: WriterLock):

@@ -382,34 +382,39 @@ class Background(abc.ABC):
         t0 = time.perf_counter()
         try:
             with write_errors_named(self.output_path):
-                self.process_approach()
-            self.stamp_ppid()
-            self.stamp_pipeline()
-            duration = time.perf_counter() - t0
-            self._output.store_log(
-                LOG_NAME,
-                log_lines(
-                    {
-                        "software": f"dcbg {__version__}",
-                        "ppid": self.get_ppid(),
-                        "ppid generation": ppid.PPID_GENERATION,
-                        "input": [str(p) for p in self.paths_ref],
-                        "frames": self.image_count,
-                        "num_cpus": self.num_cpus,
-                        "compress": self.compress,
-                        "seconds": round(duration, 3),
-                    }
-                ),
-            )
-            # worker threads must be idle before the file is closed
-            self.close_workers()
-            self._commit()
+                duration = self._compute_and_commit(t0)
         except BaseException:
             self.close_workers()
             self._output.discard()
             raise
         self.image_proc.value = 1.0
         self.logger.info(f"Background computation time: {duration:.1f}s")
+
+    def _compute_and_commit(self, t0: float):
+        """process(): compute, stamp, log, then move the output into place"""
+        self.process_approach()
+        self.stamp_ppid()
+        self.stamp_pipeline()
+        duration = time.perf_counter() - t0
+        self._output.store_log(
+            LOG_NAME,
+            log_lines(
+                {
+                    "software": f"dcbg {__version__}",
+                    "ppid": self.get_ppid(),
+                    "ppid generation": ppid.PPID_GENERATION,
+                    "input": [str(p) for p in self.paths_ref],
+                    "frames": self.image_count,
+                    "num_cpus": self.num_cpus,
+                    "compress": self.compress,
+                    "seconds": round(duration, 3),
+                }
+            ),
+        )
+        # worker threads must be idle before the file is closed
+        self.close_workers()
+        self._commit()
+        return duration
 
     def _commit(self):
         """Move the staged output into place; `h5out` then reads it"""
