@@ -37,26 +37,30 @@ def main(args=None):
         status = exc.code
         raise
     finally:
-        _end_past_broken_hdf5_files(status)
+        _end_without_teardown_if_needed(status)
 
 
-def _end_past_broken_hdf5_files(status):
-    """End the process at once if HDF5 could not close a discarded file
+def _end_without_teardown_if_needed(status):
+    """End the process at once where Python's teardown could go wrong
 
-    After a write failed (a file-size limit), HDF5 may be unable to close
-    the staged file dcbg threw away (see ``dcbg.io.rtdc.UNCLOSABLE_FILES``);
-    its own clean-up at interpreter exit would then crash the process.
-    Everything the command had to say is said: leave without that clean-up,
-    with the command's exit status.
+    - After a write failed (a file-size limit), HDF5 may be unable to close
+      the staged file dcbg threw away (see ``dcbg.io.rtdc.UNCLOSABLE_FILES``);
+      its own clean-up at interpreter exit would then crash the process.
+    - A command stopped by a signal ends with the shell's status for it
+      (130, 143): a signal that cut an import short (e.g. of dclab) can
+      make Python's teardown report the process as killed by SIGINT.
+
+    Everything the command had to say is said; its files are closed.
     """
-    rtdc = sys.modules.get("dcbg.io.rtdc")
-    if rtdc is None or not rtdc.UNCLOSABLE_FILES:
-        return
     if not isinstance(status, int):
         status = 0 if status is None else 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
+    rtdc = sys.modules.get("dcbg.io.rtdc")
+    broken = rtdc is not None and rtdc.UNCLOSABLE_FILES
+    stopped = status - EXIT_STATUS_BASE in _stop_signals()
+    if broken or stopped:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
 
 
 def __getattr__(name):
