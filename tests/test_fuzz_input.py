@@ -741,11 +741,13 @@ def run_case(env, base, kind, mutation, method, mode, use_root):
         shutil.rmtree(case_dir, ignore_errors=True)
 
 
-def fuzz_settings(examples):
+def fuzz_settings(examples, explore=False):
+    # The default budget runs the same cases every time (a CI run must not
+    # fail on a case no earlier run saw); the slow budget explores anew.
     return settings(
         max_examples=examples,
         deadline=None,
-        derandomize=False,
+        derandomize=not explore,
         suppress_health_check=[
             HealthCheck.too_slow,
             HealthCheck.function_scoped_fixture,
@@ -780,19 +782,19 @@ def make_tests(examples, marks=()):
         return func
 
     @decorate
-    @fuzz_settings(examples)
+    @fuzz_settings(examples, explore=bool(marks))
     @given(mutation=byte_mutation(), **COMMON)
     def test_bytes(fuzz_env, base, mutation, method, mode, use_root):
         run_case(fuzz_env, base, "bytes", mutation, method, mode, use_root)
 
     @decorate
-    @fuzz_settings(examples)
+    @fuzz_settings(examples, explore=bool(marks))
     @given(mutation=structure_mutation(), **COMMON)
     def test_structure(fuzz_env, base, mutation, method, mode, use_root):
         run_case(fuzz_env, base, "structure", mutation, method, mode, use_root)
 
     @decorate
-    @fuzz_settings(examples)
+    @fuzz_settings(examples, explore=bool(marks))
     @given(mutation=basin_mutation(), **COMMON)
     def test_basins(fuzz_env, base, mutation, method, mode, use_root):
         run_case(fuzz_env, base, "basins", mutation, method, mode, use_root)

@@ -31,6 +31,9 @@ from dcbg.feat.feat_background.base import cpu_count
 from dcbg.io import InputMeasurement
 from dcbg.io.basins import BasinPolicy
 
+#: the example measurements of the package
+BUNDLED = pathlib.Path(__file__).resolve().parents[1] / "dcbg" / "data"
+
 CYTOSHOT = (
     pathlib.Path(__file__).resolve().parents[1]
     / "dcbg"
@@ -931,3 +934,15 @@ def test_regular_files_in_dev_shm_are_fine(tmp_path):
             bg.process()
     finally:
         shutil.rmtree(shm)
+
+
+def test_damaged_object_header_is_an_error_naming_the_file(tmp_path):
+    # found by the fuzz test: one flipped bit in the object header of the
+    # 'image' dataset made h5py raise a bare KeyError
+    data = bytearray((BUNDLED / "shapein_empty_80x250.rtdc").read_bytes())
+    data[20733] ^= 1
+    inp = tmp_path / "damaged.rtdc"
+    inp.write_bytes(data)
+    with pytest.raises(ValueError, match=f"of '{inp}' cannot be read .*damaged"):
+        BackgroundCopy(inp, tmp_path / "out.rtdc")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.rtdc"]

@@ -889,6 +889,16 @@ class PolicyMeasurement:
             If the data are there but do not fit the measurement; the
             message names the file, the feature and the basin
         """
+        try:
+            return self._locate(feat)
+        except (KeyError, RuntimeError, OSError) as exc:
+            # h5py's errors for a damaged object header or link name nothing
+            raise ValueError(
+                f"The '{feat}' feature of '{self.path}' cannot be read "
+                f"({_one_line(exc)}); the file is damaged"
+            ) from exc
+
+    def _locate(self, feat: str) -> FeatureSource | None:
         events = self.h5["events"]
         if feat in events:
             data = events[feat]
