@@ -34,6 +34,7 @@ if importlib.util.find_spec("dcbg") is None:
 
 # sibling scripts: the same data and memory sampling as bench_background.py
 from bench_background import DATA_DIR, RESULTS_DIR, tree_rss  # noqa: E402
+from bench_background import get_input as bench_input  # noqa: E402
 from make_dataset import parse_shape  # noqa: E402
 
 TOOLS = ("dcnum", "dcbg")
@@ -152,23 +153,8 @@ def compare_outputs(path_a: pathlib.Path, path_b: pathlib.Path) -> dict:
 
 def get_input(args) -> pathlib.Path:
     """The cached synthetic input of bench_background.py (made if missing)"""
-    height, width = args.shape
-    name = (
-        f"synthetic_{args.frames}_{height}x{width}_seed{args.seed}"
-        f"_streaks{args.streaks}.rtdc"
-    )
-    path = DATA_DIR / name
-    if not path.exists():
-        from dcbg.testing import make_synthetic_measurement
-
-        DATA_DIR.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        print(f"generating {path.name} ...", flush=True)
-        make_synthetic_measurement(
-            tmp, args.frames, shape=args.shape, seed=args.seed, streaks=args.streaks
-        )
-        os.replace(tmp, path)
-    return path
+    # the plain measurement (bench_background adds image_bg only for copy)
+    return bench_input(argparse.Namespace(**{**vars(args), "method": "rollmed"}))
 
 
 def get_parser() -> argparse.ArgumentParser:

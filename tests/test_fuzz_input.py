@@ -34,6 +34,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dcbg.io.conventions import read_basin_definition
+
 DATA_DIR = pathlib.Path(__file__).resolve().parents[1] / "dcbg" / "data"
 #: the measurements that are mutated (13 frames 80x320 with time and
 #: image_bg; 11 frames 80x400 without frame rate, chunks larger than the
@@ -629,11 +631,7 @@ def read_image_bg(path) -> np.ndarray:
             return h5["events/image_bg"][:]
         series = h5["basin_events/image_bg"][:]
         for key in h5["basins"]:
-            text = " ".join(
-                ln.decode() if isinstance(ln, bytes) else ln
-                for ln in h5["basins"][key][:]
-            )
-            bdict = json.loads(text)
+            bdict = read_basin_definition(h5["basins"][key])
             if "image_bg" in (bdict.get("features") or []):
                 return series[h5["events"][bdict["mapping"]][:]]
     raise AssertionError(f"no image_bg in {path}")
@@ -697,11 +695,7 @@ def output_file_basins(path) -> list[str]:
     locs = []
     with h5py.File(path) as h5:
         for key in h5.get("basins", {}):
-            text = " ".join(
-                ln.decode() if isinstance(ln, bytes) else ln
-                for ln in h5["basins"][key][:]
-            )
-            bdict = json.loads(text)
+            bdict = read_basin_definition(h5["basins"][key])
             assert bdict.get("type") != "remote", f"remote basin in output: {bdict}"
             if bdict.get("type") == "file":
                 # dcbg writes the absolute path first

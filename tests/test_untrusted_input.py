@@ -30,6 +30,7 @@ from dcbg.cluster import FileResult, process_file, process_many
 from dcbg.feat.feat_background.base import cpu_count
 from dcbg.io import InputMeasurement
 from dcbg.io.basins import BasinPolicy
+from dcbg.io.conventions import read_basin_definition
 
 #: the example measurements of the package
 BUNDLED = pathlib.Path(__file__).resolve().parents[1] / "dcbg" / "data"
@@ -101,11 +102,7 @@ def output_basin_locations(path) -> list[str]:
     locs = []
     with h5py.File(path) as h5:
         for key in h5.get("basins", {}):
-            text = " ".join(
-                ln.decode() if isinstance(ln, bytes) else ln
-                for ln in h5["basins"][key][:]
-            )
-            bdict = json.loads(text)
+            bdict = read_basin_definition(h5["basins"][key])
             locs += bdict.get("paths", []) + bdict.get("urls", [])
     return locs
 

@@ -571,7 +571,7 @@ class PolicyMeasurement:
             ) as exc:
                 raise ValueError(
                     f"Basin definition '{key}' of '{self.path}' cannot be read "
-                    f"({_one_line(exc)}); expected a JSON object with the basin's "
+                    f"({one_line_error(exc)}); expected a JSON object with the basin's "
                     f"'type', 'format' and locations"
                 ) from exc
             bdict["key"] = key
@@ -703,7 +703,7 @@ class PolicyMeasurement:
             try:
                 sub = PolicyMeasurement(real, self.policy, chain=self.chain)
             except (ValueError, OSError, TypeError, KeyError) as exc:
-                reasons.append(f"'{candidate}' cannot be opened: {_one_line(exc)}")
+                reasons.append(f"'{candidate}' cannot be opened: {one_line_error(exc)}")
                 continue
             mismatch = self._identifier_mismatch(bdict, sub)
             if mismatch:
@@ -775,7 +775,9 @@ class PolicyMeasurement:
             try:
                 basin = b_cls(url, **kwargs)
             except Exception as exc:
-                raise _Refusal(f"dclab cannot use '{url}' ({_one_line(exc)})") from exc
+                raise _Refusal(
+                    f"dclab cannot use '{url}' ({one_line_error(exc)})"
+                ) from exc
             self.followed.append(FollowedBasin(dict(bdict, urls=[url]), basin))
 
     def _install_in_dclab(self):
@@ -811,7 +813,7 @@ class PolicyMeasurement:
                         check_storage(item, label)
                         item[()]
             except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
-                text = _one_line(exc)
+                text = one_line_error(exc)
                 if str(self.path) in text:
                     raise
                 raise ValueError(
@@ -895,7 +897,7 @@ class PolicyMeasurement:
             # h5py's errors for a damaged object header or link name nothing
             raise ValueError(
                 f"The '{feat}' feature of '{self.path}' cannot be read "
-                f"({_one_line(exc)}); the file is damaged"
+                f"({one_line_error(exc)}); the file is damaged"
             ) from exc
 
     def _locate(self, feat: str) -> FeatureSource | None:
@@ -926,7 +928,7 @@ class PolicyMeasurement:
                 except ValueError as exc:
                     # the basin file's own problem: say how it was reached
                     raise ValueError(
-                        f"{_one_line(exc)} (reached from '{self.path}' through "
+                        f"{one_line_error(exc)} (reached from '{self.path}' through "
                         f"{fb.describe()})"
                     ) from exc
                 if source is None:
@@ -952,7 +954,7 @@ class PolicyMeasurement:
             ) as exc:
                 raise ValueError(
                     f"The '{feat}' feature of '{self.path}' is in remote "
-                    f"{fb.describe()}, which cannot be read: {_one_line(exc)}"
+                    f"{fb.describe()}, which cannot be read: {one_line_error(exc)}"
                 ) from exc
             return FeatureSource(data, None, fb.definition["urls"][0], [fb.describe()])
         return None
@@ -1000,7 +1002,7 @@ class PolicyMeasurement:
         try:
             index = np.asarray(data[:])
         except (OSError, ValueError) as exc:
-            raise ValueError(f"Cannot read the {label}: {_one_line(exc)}") from exc
+            raise ValueError(f"Cannot read the {label}: {one_line_error(exc)}") from exc
         self._check_length(len(index), label)
         if index.size and (index.min() < 0 or index.max() >= basin_length):
             raise ValueError(
@@ -1073,10 +1075,10 @@ def open_rtdc(path: pathlib.Path, writable: bool = False):
         return RTDC_HDF5(path, h5kwargs=h5kwargs, enable_basins=False)
     except OSError as exc:
         raise ValueError(
-            f"Cannot open '{path}' as an HDF5 file: {_one_line(exc)}"
+            f"Cannot open '{path}' as an HDF5 file: {one_line_error(exc)}"
         ) from exc
     except (Exception, OldFormatNotSupportedError) as exc:
-        detail = f"{type(exc).__name__}: {_one_line(exc)}"
+        detail = f"{type(exc).__name__}: {one_line_error(exc)}"
     # outside the except block: the failed dataset (and its open file) is
     # released with the traceback, so the file can be read again
     bad = _find_bad_attribute(path, h5kwargs)
@@ -1107,7 +1109,7 @@ def _find_bad_attribute(path, h5kwargs: dict) -> str | None:
         except Exception as exc:
             return (
                 f"attribute '{key}' has the value {value!r}, which dclab cannot "
-                f"read ({_one_line(exc)})"
+                f"read ({one_line_error(exc)})"
             )
     return None
 
@@ -1139,7 +1141,7 @@ def check_links(h5: h5py.File, path: pathlib.Path, groups) -> None:
             names = list(group)
         except (OSError, RuntimeError) as exc:
             raise ValueError(
-                f"Cannot list group '{gname}' of '{path}': {_one_line(exc)}; the "
+                f"Cannot list group '{gname}' of '{path}': {one_line_error(exc)}; the "
                 f"file is damaged"
             ) from exc
         for name in names:
@@ -1156,7 +1158,7 @@ def _link_is_local(h5: h5py.File, name: str, path: pathlib.Path, hops: int = 0) 
             link = h5.get(current, getlink=True)
         except (OSError, RuntimeError, KeyError, ValueError) as exc:
             raise ValueError(
-                f"Cannot read link '{current}' in '{path}': {_one_line(exc)}; the "
+                f"Cannot read link '{current}' in '{path}': {one_line_error(exc)}; the "
                 f"file is damaged"
             ) from exc
         if link is None:
@@ -1181,7 +1183,8 @@ def _link_is_local(h5: h5py.File, name: str, path: pathlib.Path, hops: int = 0) 
     return True
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line_error(exc: BaseException) -> str:
+    """An exception's message on one line (h5py's span several)"""
     return " ".join(str(exc).split()) or type(exc).__name__
 
 

@@ -25,6 +25,7 @@ from .basins import (
     PolicyMeasurement,
     RefusedBasin,
     check_hdf5_file,
+    one_line_error,
 )
 from .chunks import ImageFeature
 from .conventions import (
@@ -682,12 +683,6 @@ def check_fits_output(path: pathlib.Path, event_count: int | None):
             f"background is computed for {event_count} events; it does not fit "
             f"that file, choose another output path"
         )
-
-
-def one_line_error(exc: BaseException) -> str:
-    """The first line of an exception's message (h5py's are long)"""
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def basin_file_locations(basin: pathlib.Path, referrer: pathlib.Path) -> list[str]:
