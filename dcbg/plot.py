@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import pathlib
 
 import numpy as np
@@ -29,8 +30,17 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .io.basins import BasinPolicy, PolicyMeasurement
-from .io.conventions import read_background_ppid, read_background_series
+from .io.conventions import (
+    default_plot_path,
+    read_background_ppid,
+    read_background_series,
+)
 from .io.rtdc import check_input_path, check_output_dir
+from .io.transaction import (
+    file_identity,
+    move_into_place,
+    staged_path,
+)
 
 #: figure width in inches; the height follows from the panels shown
 FIGURE_WIDTH = 10.0
@@ -307,7 +317,8 @@ def plot_background(path, frame: int | None = None) -> Figure:
         fig,
         fig.add_subplot(grid[0, :]),
         data.image,
-        f"Event {data.frame} of {data.frame_count}{when} (image)",
+        f"Event {data.frame + 1} of {data.frame_count} (index {data.frame})"
+        f"{when} (image)",
         "Grey level",
         cmap="gray",
         **grey_range,
@@ -352,37 +363,94 @@ def plot_background(path, frame: int | None = None) -> Figure:
     return fig
 
 
-def default_png_path(path) -> pathlib.Path:
-    """``<stem>_bg.png`` beside the file (``<stem>.png`` for ``*_bg`` stems)"""
-    path = pathlib.Path(path)
-    if path.stem.endswith("_bg"):
-        return path.with_name(f"{path.stem}.png")
-    return path.with_name(f"{path.stem}_bg.png")
+#: the first bytes of every HDF5 file (hence of every .rtdc measurement):
+#: a plot never overwrites such a file, whatever its name
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
-def save_background_plot(path, png_path=None, frame: int | None = None, dpi=100):
+def _check_png_target(png_path: pathlib.Path, force: bool):
+    """Refuse a PNG path that would overwrite data
+
+    Raises
+    ------
+    ValueError
+        If the name does not end with ".png", or the path is a measurement
+        (an HDF5 file) or not a regular file
+    FileExistsError
+        If the file exists and `force` is not set
+    """
+    if png_path.suffix.lower() != ".png":
+        raise ValueError(
+            f"Plot file '{png_path}' must end with '.png' (dcbg plot writes "
+            f"PNG images; a measurement is never overwritten by a plot)"
+        )
+    if not os.path.lexists(png_path):
+        return
+    if png_path.is_symlink() or not png_path.is_file():
+        raise ValueError(
+            f"Plot file '{png_path}' exists and is not a regular file; "
+            f"expected a new or existing PNG file"
+        )
+    with open(png_path, "rb") as fd:
+        head = fd.read(len(HDF5_SIGNATURE))
+    if head == HDF5_SIGNATURE:
+        raise ValueError(
+            f"Plot file '{png_path}' is an HDF5 file (a measurement?); "
+            f"dcbg plot never overwrites it, choose another name"
+        )
+    if not force:
+        raise FileExistsError(
+            f"Plot file '{png_path}' already exists; use --force to replace it"
+        )
+
+
+def save_background_plot(
+    path, png_path=None, frame: int | None = None, dpi=100, force: bool = False
+):
     """Save the figure of :func:`plot_background` as a PNG file
+
+    The PNG is written beside its final name and moved into place when
+    complete; an existing file is replaced only with `force`, and never
+    when it is a measurement (HDF5).
 
     Parameters
     ----------
     path: str or pathlib.Path
         .rtdc file with "image" and "image_bg"
     png_path: str or pathlib.Path or None
-        Output PNG; default: :func:`default_png_path`
+        Output PNG, ending with ".png"; default:
+        :func:`dcbg.io.conventions.default_plot_path` (``<stem>_plot.png``)
     frame: int or None
         Index of the frame to show; default: the middle frame
     dpi: int
         Resolution; the image is ``FIGURE_WIDTH * dpi`` pixels wide
+    force: bool
+        Replace an existing PNG file
 
     Returns
     -------
     png_path: pathlib.Path
         The file written
+
+    Raises
+    ------
+    FileExistsError
+        If `png_path` exists and `force` is not set
+    ValueError
+        If `png_path` does not end with ".png" or is a measurement
     """
     png_path = (
-        pathlib.Path(png_path) if png_path is not None else default_png_path(path)
+        pathlib.Path(png_path) if png_path is not None else default_plot_path(path)
     )
     check_output_dir(png_path)
+    _check_png_target(png_path, force)
+    expected = file_identity(png_path)
     fig = plot_background(path, frame=frame)
-    fig.savefig(png_path, dpi=dpi, format="png")
+    staged = staged_path(png_path)
+    try:
+        fig.savefig(staged, dpi=dpi, format="png")
+        move_into_place(staged, png_path, expected)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            staged.unlink()
     return png_path

@@ -380,6 +380,27 @@ def test_readme_quick_start_command(tmp_path):
     assert bg_off.shape == (13,)
 
 
+def test_plot_of_input_and_of_output_do_not_collide(cytoshot, tmp_path):
+    """`dcbg plot A.rtdc` and `dcbg plot A_bg.rtdc` write two files, and
+    `-o` never turns a measurement into a PNG"""
+    measurement = tmp_path / "A.rtdc"
+    measurement.write_bytes(cytoshot.read_bytes())
+    output = tmp_path / "A_bg.rtdc"
+    result = run_cli("compute", measurement, "--ppid", "sparsemed:k=6")
+    assert result.exit_code == 0, result.output
+    for path in (measurement, output):
+        result = run_cli("plot", path, "--dpi", 30)
+        assert result.exit_code == 0, result.output
+    assert (tmp_path / "A_plot.png").is_file()
+    assert (tmp_path / "A_bg_plot.png").is_file()
+    before = measurement.read_bytes()
+    for target in (measurement, output):
+        result = run_cli("plot", output, "-o", target, "--force")
+        assert result.exit_code == 1
+        assert result.stderr.startswith(f"Error: Plot file '{target}' must end")
+    assert measurement.read_bytes() == before
+
+
 def test_plot_command_writes_png(cytoshot, tmp_path):
     from PIL import Image
 
@@ -388,7 +409,7 @@ def test_plot_command_writes_png(cytoshot, tmp_path):
     assert result.exit_code == 0, result.output
     result = run_cli("plot", output, "--frame", -1)
     assert result.exit_code == 0, result.output
-    png = tmp_path / "cyto_bg.png"  # the stem ends with _bg already
+    png = tmp_path / "cyto_bg_plot.png"
     assert result.stdout.strip() == f"Wrote {png}"
     with Image.open(png) as image:
         assert image.format == "PNG"
@@ -401,7 +422,11 @@ def test_plot_command_writes_png(cytoshot, tmp_path):
     with Image.open(custom) as image:
         assert image.size[0] == 500
 
-    result = run_cli("plot", output, "--frame", 13)
+    # the default name is taken now; --force replaces that PNG
+    result = run_cli("plot", output)
+    assert result.exit_code == 1
+    assert "already exists; use --force" in result.stderr
+    result = run_cli("plot", output, "--frame", 13, "--force")
     assert result.exit_code == 1
     assert result.stderr.strip() == (
         f"Error: Event 13 is out of range for '{output}' with 13 events "

@@ -7,7 +7,6 @@ from matplotlib.image import AxesImage
 
 from dcbg import BackgroundRollMed, BackgroundSparseMed
 from dcbg.plot import (
-    default_png_path,
     load_background_data,
     plot_background,
     save_background_plot,
@@ -44,7 +43,7 @@ def test_sparsemed_figure_has_five_panels(series_output):
     fig = plot_background(series_output, frame=30)
     titles = list(titled_axes(fig))
     assert len(titles) == 5, titles
-    assert titles[0].startswith("Event 30 of 80, t = ")
+    assert titles[0].startswith("Event 31 of 80 (index 30), t = ")
     assert titles[1].startswith("Background image_bg (+ bg_off = ")
     assert titles[2].startswith("Corrected: image - image_bg - bg_off")
     assert titles[3] == "Brightness offset bg_off per event"
@@ -83,7 +82,7 @@ def test_rollmed_figure_has_image_panels_only(cytoshot, tmp_path):
     fig = plot_background(output)
     titles = list(titled_axes(fig))
     assert len(titles) == 3, titles
-    assert titles[0].startswith("Event 6 of 13")  # the middle event
+    assert titles[0].startswith("Event 7 of 13 (index 6)")  # the middle event
     assert titles[2].startswith("Corrected: image - image_bg (")
 
 
@@ -99,7 +98,7 @@ def test_frame_index_axis_without_time(tmp_path):
     fig = plot_background(output, frame=-1)
     titles = list(titled_axes(fig))
     assert len(titles) == 4, titles  # no bg_off panel
-    assert titles[0] == "Event 29 of 30 (image)"
+    assert titles[0] == "Event 30 of 30 (index 29) (image)"
     assert panel(fig, "Background series").get_xlabel() == "Event index"
 
 
@@ -120,9 +119,42 @@ def test_save_writes_png_of_expected_size(series_output, tmp_path):
     assert (width, height) == (round(fig_width * 80), round(fig_height * 80))
 
 
-def test_default_png_path(tmp_path):
-    assert default_png_path(tmp_path / "m.rtdc") == tmp_path / "m_bg.png"
-    assert default_png_path(tmp_path / "m_bg.rtdc") == tmp_path / "m_bg.png"
+def test_default_plot_path_differs_for_input_and_output(tmp_path):
+    """The plots of a measurement and of its output never share a name"""
+    from dcbg.io.conventions import default_plot_path
+
+    assert default_plot_path(tmp_path / "m.rtdc") == tmp_path / "m_plot.png"
+    assert default_plot_path(tmp_path / "m_bg.rtdc") == tmp_path / "m_bg_plot.png"
+
+
+def test_plot_never_overwrites_a_measurement(series_output, cytoshot, tmp_path):
+    """-o onto an .rtdc file (or any HDF5 file) is refused, even with force"""
+    target = tmp_path / "other.rtdc"
+    target.write_bytes(cytoshot.read_bytes())
+    before = target.read_bytes()
+    with pytest.raises(ValueError, match="must end with '.png'"):
+        save_background_plot(series_output, target, force=True)
+    disguised = tmp_path / "measurement.png"
+    disguised.write_bytes(before)
+    with pytest.raises(ValueError, match="is an HDF5 file"):
+        save_background_plot(series_output, disguised, force=True)
+    with pytest.raises(ValueError, match="must end with '.png'"):
+        save_background_plot(series_output, series_output)
+    assert target.read_bytes() == before
+    assert disguised.read_bytes() == before
+
+
+def test_plot_replaces_a_png_only_with_force(series_output, tmp_path):
+    png = tmp_path / "figure.png"
+    png.write_bytes(b"\x89PNG old")
+    with pytest.raises(FileExistsError, match="use --force"):
+        save_background_plot(series_output, png)
+    assert png.read_bytes() == b"\x89PNG old"
+    save_background_plot(series_output, png, force=True, dpi=30)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > 1000
+    # nothing staged is left beside it
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
 def test_errors(cytoshot, tmp_path):

@@ -284,27 +284,32 @@ def make_plot_command() -> click.Command:
     """``dcbg plot``: one figure to judge a computed background"""
 
     @click.command("plot", context_settings=CONTEXT_SETTINGS)
-    @click.argument("path", metavar="OUTPUT", type=click.Path(path_type=pathlib.Path))
+    @click.argument("path", metavar="INPUT", type=click.Path(path_type=pathlib.Path))
     @click.option(
         "-o",
         "--output",
         "png_path",
         metavar="PNG",
         type=click.Path(path_type=pathlib.Path),
-        help="PNG file to write. Default: <stem>_bg.png beside OUTPUT "
-        "(<stem>.png if the stem already ends with '_bg').",
+        help="PNG file to write (name ending with .png). Default: "
+        "<stem>_plot.png beside INPUT.",
     )
     @click.option(
         "--frame",
         type=int,
         default=None,
-        help="Index of the event to show. Default: the middle event. "
-        "Negative values count from the end.",
+        help="Index (0-based) of the event to show. Default: the middle "
+        "event. Negative values count from the end.",
     )
     @click.option("--dpi", type=click.IntRange(min=20), default=100, show_default=True)
+    @click.option(
+        "--force",
+        is_flag=True,
+        help="Replace an existing PNG file (a measurement is never replaced).",
+    )
     @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
-    def plot(path, png_path, frame, dpi, debug):
-        """Plot the background of OUTPUT (an .rtdc file with image_bg)
+    def plot(path, png_path, frame, dpi, force, debug):
+        """Plot the background of INPUT (an .rtdc file with image_bg)
 
         One figure: a frame, its background, the corrected image, the
         offset bg_off over time and, for sparse-median backgrounds, which
@@ -315,7 +320,9 @@ def make_plot_command() -> click.Command:
             # matplotlib is imported only when a plot is made
             from ..plot import save_background_plot
 
-            written = save_background_plot(path, png_path, frame=frame, dpi=dpi)
+            written = save_background_plot(
+                path, png_path, frame=frame, dpi=dpi, force=force
+            )
         click.echo(f"Wrote {written}")
 
     return plot

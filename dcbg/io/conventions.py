@@ -31,6 +31,10 @@ PPID_GENERATION_ATTR = "dcnum ppid generation"
 LOG_NAME = "dcbg-background"
 #: an output's name is the input's stem with this suffix and ".rtdc"
 OUTPUT_STEM_SUFFIX = "_bg"
+#: a plot's name is the plotted file's stem with this suffix and ".png":
+#: unlike OUTPUT_STEM_SUFFIX it is appended to every stem, so that the
+#: plots of "A.rtdc" and of its output "A_bg.rtdc" get different names
+PLOT_STEM_SUFFIX = "_plot"
 #: group of internal basins (dclab's and dcnum's name)
 INTERNAL_BASIN_GROUP = "basin_events"
 #: file attributes with which dcnum's job runner decides whether an input
@@ -51,6 +55,16 @@ def default_output_path(input_path, out_dir=None) -> pathlib.Path:
     input_path = pathlib.Path(input_path)
     folder = input_path.parent if out_dir is None else pathlib.Path(out_dir)
     return folder / f"{input_path.stem}{OUTPUT_STEM_SUFFIX}.rtdc"
+
+
+def default_plot_path(path) -> pathlib.Path:
+    """``<stem>_plot.png`` beside the plotted .rtdc file
+
+    Every file gets its own name: ``A.rtdc`` -> ``A_plot.png``,
+    ``A_bg.rtdc`` -> ``A_bg_plot.png``.
+    """
+    path = pathlib.Path(path)
+    return path.with_name(f"{path.stem}{PLOT_STEM_SUFFIX}.png")
 
 
 def ensure_hdf5_filters():
