@@ -3,6 +3,7 @@
 import gc
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -179,7 +180,19 @@ def test_compute_ppid_and_options_match_api(
         assert api_ppid in summary
         assert str(output) in summary
         assert " 13 events in " in summary
-        assert " s (" in summary and "events/s)" in summary
+        # the rate is that of the computation (the progress display's
+        # time), not of start-up: "in X s (R events/s; T s in all ..."
+        match = re.search(
+            r" 13 events in ([0-9.]+) s \(([0-9.]+) events/s; ([0-9.]+) s in all "
+            r"with start-up and writing\)$",
+            summary,
+        )
+        assert match, summary
+        compute_s, rate, total_s = map(float, match.groups())
+        assert compute_s <= total_s
+        # the seconds are rounded to 0.01 s, the rate is not
+        assert 13 / (compute_s + 0.006) <= rate
+        assert compute_s < 0.006 or rate <= 13 / (compute_s - 0.006)
         # progress lines on stderr, as it is not a terminal here
         assert "Progress:   0%" in res.stderr
         assert "Progress: 100% (13/13 events" in res.stderr
