@@ -577,3 +577,68 @@ def test_interrupted_batch_reports_what_is_on_disk(measurements, tmp_path):
         "skipped" if status == "done" else "done" for status in statuses
     ]
     assert partial_files(out_dir) == []
+
+
+def test_batch_takes_a_folder_recursively(monkeypatch, tmp_path):
+    """``dcbg batch FOLDER`` processes the .rtdc files below FOLDER: not the
+    hidden ones (dcbg's staged files), not the output folder's, not other
+    files, and not through linked folders"""
+    import dcbg.cluster
+
+    folder = tmp_path / "data"
+    wanted = [folder / "a" / "x.rtdc", folder / "b" / "c" / "Y.RTDC", folder / "z.rtdc"]
+    left_out = [
+        folder / ".hidden" / "h.rtdc",
+        folder / ".x.rtdc.1234abcd.dcbg-partial",
+        folder / ".w.rtdc",
+        folder / "notes.txt",
+        folder / "results" / "x_bg.rtdc",  # the output folder: earlier outputs
+    ]
+    for path in wanted + left_out:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "o.rtdc").write_bytes(b"")
+    (folder / "link").symlink_to(outside, target_is_directory=True)
+
+    seen = {}
+
+    def fake_process_many(input_paths, out_dir, ppid, **kwargs):
+        seen["inputs"] = list(input_paths)
+        return [
+            FileResult(input_path=p, output_path=None, ppid=ppid, status="done")
+            for p in input_paths
+        ]
+
+    monkeypatch.setattr(dcbg.cluster, "process_many", fake_process_many)
+    single = tmp_path / "single.rtdc"
+    single.write_bytes(b"")
+    run = CliRunner().invoke(
+        batch,
+        [str(folder), str(single), "-o", str(folder / "results"), "--method", "copy"],
+    )
+    assert run.exit_code == 0, run.output
+    assert seen["inputs"] == sorted(wanted) + [single]
+    # four empty files: the local cluster would cost more than it saves
+    assert run.stderr.startswith("Note: 4 file(s) of 0.0 MiB in all; starting")
+
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    run = CliRunner().invoke(
+        batch, [str(empty), "-o", str(tmp_path / "r"), "--method", "copy"]
+    )
+    assert run.exit_code == 2
+    assert f"Folder '{empty}' holds no .rtdc file" in run.output
+
+
+def test_compute_on_a_folder_points_to_batch(tmp_path):
+    from dcbg.cli import make_cli
+
+    run = CliRunner().invoke(make_cli(), ["compute", str(tmp_path), "--method", "copy"])
+    assert run.exit_code == 1
+    assert run.stderr.strip() == (
+        f"Error: Input path '{tmp_path}' is a directory, expected an .rtdc file; "
+        f"to compute the backgrounds of all measurements in a folder, use "
+        f"'dcbg batch {tmp_path} -o OUT_DIR'"
+    )

@@ -13,6 +13,7 @@ The staged and lock files of a computation are named in
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import time
 
@@ -55,6 +56,47 @@ def default_output_path(input_path, out_dir=None) -> pathlib.Path:
     input_path = pathlib.Path(input_path)
     folder = input_path.parent if out_dir is None else pathlib.Path(out_dir)
     return folder / f"{input_path.stem}{OUTPUT_STEM_SUFFIX}.rtdc"
+
+
+def find_measurements(folder, exclude=None) -> list[pathlib.Path]:
+    """The .rtdc files in a folder and its subfolders, sorted by path
+
+    What ``dcbg batch FOLDER`` processes (as ChipStream's ``--recursive``
+    does). Hidden files and folders (names starting with "."; dcbg's
+    staged and lock files are hidden) are left out, and so is the
+    `exclude` folder (the batch's output folder, so that a rerun does not
+    take earlier outputs as inputs). Symbolic links to folders are not
+    followed (no loops, nothing outside the folder is reached through
+    them); links to files are listed, and checked like any input.
+
+    Parameters
+    ----------
+    folder: str or pathlib.Path
+        Folder to search
+    exclude: str or pathlib.Path or None
+        Folder whose contents are never listed
+
+    Returns
+    -------
+    paths: list of pathlib.Path
+        Paths below `folder` (joined to it as given)
+    """
+    folder = pathlib.Path(folder)
+    excluded = os.path.realpath(exclude) if exclude is not None else None
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(
+            name
+            for name in dirs
+            if not name.startswith(".")
+            and os.path.realpath(os.path.join(root, name)) != excluded
+        )
+        found.extend(
+            pathlib.Path(root) / name
+            for name in files
+            if not name.startswith(".") and name.lower().endswith(".rtdc")
+        )
+    return sorted(found)
 
 
 def default_plot_path(path) -> pathlib.Path:

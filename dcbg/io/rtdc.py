@@ -79,7 +79,11 @@ def check_input_path(path: pathlib.Path) -> pathlib.Path:
     if not os.path.lexists(path):
         raise FileNotFoundError(f"Input file '{path}' does not exist")
     if path.is_dir():
-        raise ValueError(f"Input path '{path}' is a directory, expected an .rtdc file")
+        raise ValueError(
+            f"Input path '{path}' is a directory, expected an .rtdc file; "
+            f"to compute the backgrounds of all measurements in a folder, "
+            f"use 'dcbg batch {path} -o OUT_DIR'"
+        )
     try:
         check_hdf5_file(path)
     except FileRefused as exc:
