@@ -14,6 +14,31 @@ Frames are assembled from the bundled real measurement
   at nearly the same position; these end up in median backgrounds and are
   what the sparse-median cleansing step has to remove.
 
+Knobs for background-quality studies (all off by default; the defaults
+render exactly the frames of earlier versions):
+
+- ``cells_per_frame=N``: every frame holds exactly N cells (0 to 6 are
+  realistic; 4 is a dense blood sample in which cells cover a pixel of the
+  channel centre in most frames), instead of `cell_probability`;
+- ``stuck_cells=[(first_frame, n_frames), ...]``: a cell that sits still at
+  one position for that many frames (a cell stuck in the channel);
+- ``flicker_sigma``: Gaussian frame-to-frame flicker (as before), plus
+  ``flicker_jump_fraction``/``flicker_jump_levels``: a fraction of frames
+  whose brightness jumps by a random amount in that range (random sign),
+  e.g. ``0.1`` and ``(4, 6)``: 10 % of frames 4 to 6 grey levels off;
+- ``drift_amplitude``: the slow drift of the illumination (as before);
+- ``store_per_event=True``: frames are stored once per event, as in files
+  of segmented events (dcnum, Shape-In): a frame with k >= 1 cells is
+  stored k times, with the same frame number and time; a frame without a
+  cell once.
+
+The ground truth of every stored frame is
+:meth:`SyntheticModel.true_backgrounds` (background plus drift plus
+flicker, float32, unrounded); :meth:`SyntheticModel.backgrounds` is its
+rounded part without the flicker and ``flicker`` the rest, which is what a
+perfect ``image_bg`` and ``bg_off`` hold. :attr:`SyntheticModel.cell_counts`
+gives the number of cells in every stored frame.
+
 All random draws happen up front (per frame and per cell) from independent
 streams of one :class:`numpy.random.SeedSequence`, so a frame does not depend
 on how the stack is split into chunks, and the in-memory stack of
@@ -73,6 +98,9 @@ _GREY_MAX = 255.99
 #: the noise bank holds at least this many values, so that frame windows
 #: of tiny images still vary
 _MIN_NOISE_BANK = 2**16
+#: stuck cells sit in the middle half of the channel length, so that the
+#: whole cell is inside the image
+_STUCK_X_MARGIN_FRACTION = 0.25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,9 +248,36 @@ class SyntheticModel:
     noise_bank_frames: int
         Size of the noise bank in frames; the noise of each frame is a
         random contiguous window of the bank.
+    cells_per_frame: int or None
+        If given, every frame holds exactly this many randomly placed cells
+        (>= 0) and `cell_probability` is ignored. Cells may overlap.
+    stuck_cells: sequence of (int, int)
+        Cells stuck in the channel: ``(first_frame, n_frames)`` each, a cell
+        at one fixed position (channel centre, random x in the middle half
+        of the image) in camera frames ``first_frame`` to
+        ``first_frame + n_frames - 1``, on top of the other cells.
+    flicker_jump_fraction: float
+        Fraction of frames (0..1) whose brightness jumps, in addition to
+        the Gaussian flicker, by a random amount in `flicker_jump_levels`
+        with random sign.
+    flicker_jump_levels: tuple of float
+        Range ``(low, high)`` of the jumps in grey levels.
+    store_per_event: bool
+        Store each camera frame once per event: a frame with k >= 1 cells
+        is stored k times in a row (same frame number, time, noise and
+        offset), a frame without a cell once. `n_frames` still counts
+        camera frames; the attribute :attr:`n_frames` then counts the
+        stored frames (events).
 
     Attributes
     ----------
+    n_frames: int
+        Number of stored frames (events); the rows of ``events/image``.
+    n_camera_frames: int
+        Number of camera frames (differs from `n_frames` only with
+        `store_per_event`).
+    event_camera_frame: np.ndarray
+        Camera-frame index of every stored frame (int64).
     background: np.ndarray
         Clean background image (float32, grey levels).
     frame_numbers: np.ndarray
@@ -240,6 +295,8 @@ class SyntheticModel:
         pasted cell, sorted by frame index.
     cell_is_streak: np.ndarray
         Whether a cell belongs to a streak.
+    cell_is_stuck: np.ndarray
+        Whether a cell is a stuck cell.
     streak_intervals: list of (float, float)
         Streak time intervals in seconds relative to the first frame.
     streak_positions: list of (int, int)
@@ -264,10 +321,34 @@ class SyntheticModel:
         time_source: str = "time",
         frame_gap_probability: float = 0.01,
         noise_bank_frames: int = 128,
+        cells_per_frame: int | None = None,
+        stuck_cells: Sequence[tuple[int, int]] = (),
+        flicker_jump_fraction: float = 0.0,
+        flicker_jump_levels: tuple[float, float] = (4.0, 6.0),
+        store_per_event: bool = False,
     ):
         n_frames = int(n_frames)
         if n_frames < 0:
             raise ValueError(f"`n_frames` must be >= 0, got {n_frames}")
+        if cells_per_frame is not None and int(cells_per_frame) < 0:
+            raise ValueError(
+                f"`cells_per_frame` must be >= 0 or None, got {cells_per_frame}"
+            )
+        if not 0 <= flicker_jump_fraction <= 1:
+            raise ValueError("`flicker_jump_fraction` must be in [0, 1]")
+        low, high = (float(v) for v in flicker_jump_levels)
+        if not 0 <= low <= high:
+            raise ValueError(
+                "`flicker_jump_levels` must be (low, high) with 0 <= low <= high,"
+                f" got {flicker_jump_levels}"
+            )
+        stuck_cells = [(int(f0), int(num)) for f0, num in stuck_cells]
+        for f0, num in stuck_cells:
+            if f0 < 0 or num < 1:
+                raise ValueError(
+                    "`stuck_cells` entries must be (first_frame >= 0, n_frames >= 1),"
+                    f" got {(f0, num)}"
+                )
         if time_source not in TIME_SOURCES:
             raise ValueError(
                 f"`time_source` must be one of {TIME_SOURCES}, got {time_source!r}"
@@ -289,9 +370,19 @@ class SyntheticModel:
 
         # independent streams: changing e.g. the cell probability must not
         # change the noise or the flicker
-        s_frame, s_drift, s_flicker, s_noise, s_cells, s_streaks = (
-            np.random.SeedSequence(seed).spawn(6)
-        )
+        # (the streams of the knobs added later come last: spawn(n)[:6] is
+        # spawn(6), so the default frames stay those of earlier versions)
+        (
+            s_frame,
+            s_drift,
+            s_flicker,
+            s_noise,
+            s_cells,
+            s_streaks,
+            s_dense,
+            s_stuck,
+            s_jumps,
+        ) = np.random.SeedSequence(seed).spawn(9)
 
         # time axis
         rng = np.random.default_rng(s_frame)
@@ -320,6 +411,12 @@ class SyntheticModel:
 
         rng = np.random.default_rng(s_flicker)
         self.flicker = rng.normal(0, flicker_sigma, n_frames)
+        if flicker_jump_fraction > 0:
+            rng = np.random.default_rng(s_jumps)
+            jumps = rng.random(n_frames) < flicker_jump_fraction
+            size = rng.uniform(low, high, n_frames)
+            sign = np.where(rng.random(n_frames) < 0.5, -1.0, 1.0)
+            self.flicker = self.flicker + np.where(jumps, sign * size, 0.0)
         self.offsets = (self.drift + self.flicker).astype(np.float32)
 
         # noise bank: one long vector; each frame takes a random window
@@ -330,9 +427,13 @@ class SyntheticModel:
         self._noise_start = rng.integers(0, bank_len + 1, n_frames)
 
         # random cells
-        rng = np.random.default_rng(s_cells)
-        has_cell = rng.random(n_frames) < cell_probability
-        counts = has_cell * (1 + (rng.random(n_frames) < _SECOND_CELL_PROBABILITY))
+        if cells_per_frame is None:
+            rng = np.random.default_rng(s_cells)
+            has_cell = rng.random(n_frames) < cell_probability
+            counts = has_cell * (1 + (rng.random(n_frames) < _SECOND_CELL_PROBABILITY))
+        else:
+            rng = np.random.default_rng(s_dense)
+            counts = np.full(n_frames, int(cells_per_frame), dtype=np.int64)
         total = int(counts.sum())
         c_frame = np.repeat(np.arange(n_frames), counts)
         c_sprite = rng.integers(0, len(self.sprites), total)
@@ -367,7 +468,24 @@ class SyntheticModel:
                     np.ones(idx.size, dtype=bool),
                 )
             )
-        c_frame, c_sprite, c_y, c_x, c_streak = (
+        parts = [(*p, np.zeros(p[0].size, dtype=bool)) for p in parts]
+        rng = np.random.default_rng(s_stuck)
+        margin = int(width * _STUCK_X_MARGIN_FRACTION)
+        for f0, num in stuck_cells:
+            idx = np.arange(f0, min(f0 + num, n_frames))
+            sprite = int(rng.integers(0, len(self.sprites)))
+            sx = int(rng.integers(margin, width - margin + 1))
+            parts.append(
+                (
+                    idx,
+                    np.full(idx.size, sprite),
+                    np.full(idx.size, height // 2),
+                    np.full(idx.size, sx),
+                    np.zeros(idx.size, dtype=bool),
+                    np.ones(idx.size, dtype=bool),
+                )
+            )
+        c_frame, c_sprite, c_y, c_x, c_streak, c_stuck = (
             np.concatenate(p) for p in zip(*parts, strict=True)
         )
         order = np.argsort(c_frame, kind="stable")
@@ -376,6 +494,43 @@ class SyntheticModel:
         self.cell_y = c_y[order]
         self.cell_x = c_x[order]
         self.cell_is_streak = c_streak[order]
+        self.cell_is_stuck = c_stuck[order]
+
+        self.n_camera_frames = n_frames
+        self.event_camera_frame = np.arange(n_frames, dtype=np.int64)
+        if store_per_event:
+            self._store_per_event()
+
+    def _store_per_event(self):
+        """Repeat every camera frame once per cell in it (at least once)"""
+        n_cam = self.n_camera_frames
+        counts = np.bincount(self.cell_frame, minlength=n_cam)
+        repeats = np.maximum(counts, 1)
+        rows = np.repeat(np.arange(n_cam, dtype=np.int64), repeats)
+        first_row = np.concatenate([[0], np.cumsum(repeats)[:-1]]).astype(np.int64)
+        self.event_camera_frame = rows
+        self.n_frames = int(rows.size)
+        for name in ("frame_numbers", "time", "time_rel", "drift", "flicker"):
+            setattr(self, name, getattr(self, name)[rows])
+        self.offsets = self.offsets[rows]
+        self._noise_start = self._noise_start[rows]
+        # every cell of a camera frame appears in each of its stored copies
+        cell_rep = repeats[self.cell_frame]
+        cell_idx = np.repeat(np.arange(self.cell_frame.size), cell_rep)
+        # copy number of each repeated cell: 0..repeats-1 within its cell
+        starts = np.concatenate([[0], np.cumsum(cell_rep)[:-1]])
+        copy_no = np.arange(cell_idx.size) - np.repeat(starts, cell_rep)
+        new_frame = first_row[self.cell_frame[cell_idx]] + copy_no
+        order = np.argsort(new_frame, kind="stable")
+        self.cell_frame = new_frame[order]
+        for name in (
+            "cell_sprite",
+            "cell_y",
+            "cell_x",
+            "cell_is_streak",
+            "cell_is_stuck",
+        ):
+            setattr(self, name, getattr(self, name)[cell_idx][order])
 
     def _get_streak_intervals(self, streaks, duration, rng):
         if streaks is None:
@@ -399,6 +554,11 @@ class SyntheticModel:
         out = np.zeros(self.n_frames, dtype=bool)
         out[self.cell_frame] = True
         return out
+
+    @property
+    def cell_counts(self) -> np.ndarray:
+        """Number of cells in every stored frame (int64)"""
+        return np.bincount(self.cell_frame, minlength=self.n_frames)
 
     @property
     def streak_frames(self) -> np.ndarray:
@@ -455,6 +615,35 @@ class SyntheticModel:
         start, stop = self._clip_range(start, stop)
         drift = self.drift[start:stop].astype(np.float32)[:, None, None]
         return _to_uint8(self.background[None] + drift + np.float32(0.5))
+
+    def true_backgrounds(
+        self, start: int = 0, stop: int | None = None, *, with_flicker: bool = True
+    ) -> np.ndarray:
+        """The exact background of frames ``start:stop``: the ground truth
+
+        Parameters
+        ----------
+        start, stop: int
+            Stored-frame (event) index range, as in :meth:`frames`.
+        with_flicker: bool
+            Include the per-frame flicker (Gaussian and jumps); False gives
+            background plus drift only, the part a background image
+            without ``bg_off`` can hold.
+
+        Returns
+        -------
+        np.ndarray
+            float32 array ``(stop - start, height, width)`` in grey levels,
+            unrounded: the clean background plus the slow drift (plus the
+            flicker). A frame is this truth plus sensor noise plus its
+            cells, rounded. A background method is exact when ``image_bg +
+            bg_off`` equals it (up to rounding).
+        """
+        start, stop = self._clip_range(start, stop)
+        shift = self.drift[start:stop]
+        if with_flicker:
+            shift = shift + self.flicker[start:stop]
+        return self.background[None] + shift.astype(np.float32)[:, None, None]
 
     def _clip_range(self, start, stop) -> tuple[int, int]:
         """A frame range ``start:stop`` inside ``0:n_frames`` (stop: None = end)"""

@@ -83,7 +83,14 @@ def make_synthetic_measurement(
     **model_kwargs:
         Parameters of :class:`~dcbg.testing.SyntheticModel` (`shape`,
         `seed`, `frame_rate`, `noise_sigma`, `cell_probability`,
-        `streaks`, ...). Same parameters and seed give the same images.
+        `streaks`, and the background-quality knobs `cells_per_frame`,
+        `stuck_cells`, `flicker_jump_fraction`, `flicker_jump_levels`,
+        `store_per_event`, ...). Same parameters and seed give the same
+        images; ``SyntheticModel(n_frames, **model_kwargs)`` gives the
+        ground truth (:meth:`~dcbg.testing.SyntheticModel.true_backgrounds`).
+        With `store_per_event` the file holds
+        ``SyntheticModel(...).n_frames`` events (frames repeated once per
+        cell, same ``frame`` and ``time``).
         `time_source` also decides what the file carries for the time
         axis:
 
@@ -268,7 +275,7 @@ def _parameters(model: SyntheticModel, model_kwargs: dict) -> dict:
     values = {
         **defaults,
         **model_kwargs,
-        "n_frames": model.n_frames,
+        "n_frames": model.n_camera_frames,
         "shape": list(model.shape),
         "frame_rate": model.frame_rate,
         "streak_intervals": model.streak_intervals,
