@@ -710,21 +710,24 @@ def test_image_group_instead_of_dataset(tmp_path):
 # parameters ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("split_time", [1e-6, 1e-300])
-def test_split_time_with_more_images_than_frames(cytoshot, tmp_path, split_time):
+@pytest.mark.parametrize("split_time", [1e-12, 1e-300])
+def test_split_time_beyond_the_series_budget(cytoshot, tmp_path, split_time):
+    # the per-step values of ~10^9 (or 10^297) series steps: refused before
+    # anything is allocated; dcnum would run out of memory
     with pytest.raises(ValueError) as info:
         BackgroundSparseMed(cytoshot, tmp_path / "out.rtdc", split_time=split_time)
     message = str(info.value)
-    assert message.startswith(f"split_time={split_time} s asks for")
-    assert "for the 13 frames" in message and f"of '{cytoshot}'" in message
-    assert "expected at most 4 background images per frame" in message
+    assert message.startswith(f"split_time={split_time} s gives")
+    assert "series steps" in message and f"of '{cytoshot}'" in message
+    assert "more than the 256 MiB allowed; expected split_time >=" in message
+    assert "\n" not in message
     result = run_cli(
         "compute", cytoshot, "--method", "sparsemed", "--split-time", split_time
     )
     assert result.exit_code == 1
     last = result.stderr.strip().splitlines()[-1]
     # the command line names the option
-    assert last.startswith(f"Error: --split-time={split_time} s asks for")
+    assert last.startswith(f"Error: --split-time={split_time} s gives")
 
 
 def test_split_time_with_a_few_images_per_frame_warns(cytoshot, tmp_path):

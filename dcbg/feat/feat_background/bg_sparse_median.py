@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import bisect
 import numbers
 import warnings
 
 import numpy as np
 
-from ...kernels import window_median_pixels
+from ...kernels import rolling_median_pixels, window_median_pixels
+from ...kernels.rolling_median import BAND_BLOCK_SIZE
 from ...workers import JOBS_PER_THREAD, wait_all
 from .base import Background, check_positive_int, check_real
+from .sparse_series import (  # noqa: F401 (dcnum's constants, named here before)
+    CLEANSING_BASELINE_IMAGES,
+    CLEANSING_HALF_ROWS_DIVISOR,
+    CLEANSING_MIN_HALF_ROWS,
+    CLEANSING_VARIANCE_FACTOR,
+    SeriesImages,
+    assign_background_index,
+    cleanse_profiles,
+    nearest_frames,
+    plan_windows,
+)
 
 #: height of the top image slice used for ``bg_off``, pixels: dcnum's
 #: definition; these rows show the channel wall, where no cells pass, so
@@ -26,36 +39,31 @@ GUESSED_FRAMES_PER_EVENT = 1.5
 #: the order of RT-DC cameras' (the bundled CytoShot example: 3447.5)
 GUESSED_FRAME_RATE = 3600
 
-# Cleansing of the background series (dcnum's values, see
-# cleanse_background_series; any other value changes which images are
-# removed, and with it the output).
-#: half height, in rows, of the band around the channel axis whose
-#: peak-to-peak profiles are averaged: a quarter of the image height, so
-#: the central half of the rows (where cells pass), and at least 20 rows
-#: (dcnum's minimum; for images under 40 rows the band's start is negative
-#: and Python's slicing takes it from the end, as in dcnum)
-CLEANSING_MIN_HALF_ROWS = 20
-CLEANSING_HALF_ROWS_DIVISOR = 4
-#: series images in the running median that serves as baseline: the
-#: series is time-based (one image per split_time), so this spans ten
-#: split times (10 s by default); dcnum calls it a best guess
-CLEANSING_BASELINE_IMAGES = 10
-#: factor on the variance of the deviations from the baseline that gives
-#: the threshold of ``thresh_cleansing=1`` (dcnum's empirical value);
-#: larger thresh_cleansing values divide it and remove more images
-CLEANSING_VARIANCE_FACTOR = 150
-
-
-#: Upper bound of background images per frame in the series: above it,
-#: memory grows without bound (a tiny split_time). dcnum computes every image
-#: of the series and its own tests use up to 1.8 images per frame, so the
-#: bound leaves room for that and still limits the series to a few times
-#: the size of the decompressed input.
-MAX_SERIES_IMAGES_PER_FRAME = 4
+#: Memory the per-step values of the background series may take, bytes.
+#: The series has ``ceil(duration / split_time)`` steps whatever the number
+#: of frames; images are computed and kept per distinct median window
+#: (at most one per frame), but every step carries a few numbers (see
+#: `BYTES_PER_SERIES_STEP`), so a tiny split_time is the one thing left
+#: that grows without bound. 256 MiB allow 1.6 million steps: 19 days of
+#: measurement at the default split_time of 1 s, 28 minutes at 1 ms
+#: (dcnum's own tests go down to 1 ms on a 20-frame file, i.e. 949 steps).
+SERIES_MEMORY_BUDGET = 256 * 1024**2
+#: Bytes per series step at the peak: its time, window start, distinct
+#: image index and the binary searches' temporaries (about 12 int64 /
+#: float64 values), and cleansing's float64 values (centre profile,
+#: baseline, deviation, reference and numpy's median/quantile copies,
+#: about 8), rounded up.
+BYTES_PER_SERIES_STEP = 160
 #: Fewest frames the I/O thread reads at once outside median windows (where
 #: only the top rows are summed for bg_off): whole chunks, and enough frames
 #: that the per-block overhead stays small against decompression.
 READ_BLOCK_FRAMES = 256
+#: Fewest windows per rolling-median task (at least the kernel size is
+#: used): the rolling kernel counts its first window from scratch, then
+#: slides, so a task of as many windows as frames per window spends at
+#: most half its time starting; the task holds its windows' frames and
+#: images (windows + kernel_size frames plus windows images).
+ROLLING_TASK_MIN_WINDOWS = 256
 
 
 class BackgroundSparseMed(Background):
@@ -177,10 +185,25 @@ class BackgroundSparseMed(Background):
             if self.step_times.size == 0:
                 # one frame or no time span: one image serves every frame
                 self.step_times = np.zeros(1)
-            #: array containing all background images
-            self.bg_images = np.zeros(
-                (self.step_times.size, *self.image_shape), dtype=np.uint8
+            self._warn_more_steps_than_frames()
+            # the window of every step (get_window's, for all steps at once)
+            starts = np.minimum(
+                nearest_frames(self.time, self.step_times),
+                self.image_count - kernel_size,
             )
+            #: first frames of the distinct median windows (sorted), the
+            #: distinct window of each series step, and the tasks that
+            #: compute them (rolling median over overlapping windows)
+            self.distinct_starts, self.step_index, self._tasks = plan_windows(
+                starts, kernel_size, max(kernel_size, ROLLING_TASK_MIN_WINDOWS)
+            )
+            #: one background image per distinct median window
+            self.distinct_images = np.zeros(
+                (self.distinct_starts.size, *self.image_shape), dtype=np.uint8
+            )
+            #: the background series, one image per step (dcnum's
+            #: ``bg_images``), as a view on `distinct_images`
+            self.bg_images = SeriesImages(self.distinct_images, self.step_index)
             npix = int(np.prod(self.image_shape))
             #: flat uint8 buffer for the frames of one median window
             self.shared_input_raw = np.empty(kernel_size * npix, dtype=np.uint8)
@@ -263,14 +286,14 @@ class BackgroundSparseMed(Background):
         return float(rate)
 
     def _check_series_size(self):
-        """Warn about a series larger than the data, refuse a runaway one
+        """Refuse a series whose per-step values exceed the memory budget
 
-        The series holds ``ceil(duration / split_time)`` images, whatever
-        the number of frames. A `split_time` shorter than the time between
-        frames gives more images than frames (dcnum computes them all, and
-        its own tests do this with up to 1.8 images per frame, so dcbg
-        does too, with a warning); a tiny `split_time` would need memory
-        and time without bound, which is an error.
+        The series holds ``ceil(duration / split_time)`` steps whatever the
+        number of frames. Images are computed once per distinct median
+        window (at most one per frame), so the steps cost only their
+        per-step values (`BYTES_PER_SERIES_STEP` each); a tiny
+        `split_time` would still make them grow without bound, which is
+        an error beyond `SERIES_MEMORY_BUDGET`.
         """
         if not np.all(np.isfinite(self.time)):
             raise ValueError(
@@ -279,20 +302,25 @@ class BackgroundSparseMed(Background):
                 f"finite times in seconds"
             )
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-            images = np.float64(self.duration) / np.float64(self.split_time)
-        per_frame = self.duration / self.image_count
-        limit = MAX_SERIES_IMAGES_PER_FRAME * self.image_count
-        if not images <= limit:
+            steps = np.ceil(np.float64(self.duration) / np.float64(self.split_time))
+        max_steps = SERIES_MEMORY_BUDGET // BYTES_PER_SERIES_STEP
+        if not steps <= max_steps:
+            need = steps * BYTES_PER_SERIES_STEP / 1024**2
             raise ValueError(
-                f"split_time={self.split_time} s asks for {images:.3g} background "
-                f"images for the {self.image_count} frames ({self.duration:.3g} s) "
-                f"of {self._where()}; expected at most "
-                f"{MAX_SERIES_IMAGES_PER_FRAME} background images per frame, i.e. "
-                f"split_time >= {per_frame / MAX_SERIES_IMAGES_PER_FRAME:.3g} s"
+                f"split_time={self.split_time} s gives {steps:.4g} background "
+                f"series steps for the {self.duration:.4g} s of {self._where()}; "
+                f"their per-step values would need {need:.3g} MiB, more than "
+                f"the {SERIES_MEMORY_BUDGET // 1024**2} MiB allowed; expected "
+                f"split_time >= {self.duration / max_steps:.3g} s"
             )
-        if images > self.image_count:
+
+    def _warn_more_steps_than_frames(self):
+        """A series with more images than frames: most serve no frame"""
+        steps = self.step_times.size
+        if steps > self.image_count:
+            per_frame = self.duration / self.image_count
             msg = (
-                f"split_time={self.split_time} s gives {images:.3g} background "
+                f"split_time={self.split_time} s gives {steps} background "
                 f"images for the {self.image_count} frames of {self._where()}; "
                 f"most of them serve no frame (split_time >= {per_frame:.3g} s "
                 f"gives at most one per frame)"
@@ -330,15 +358,17 @@ class BackgroundSparseMed(Background):
             start = max(0, stop - self.kernel_size)
         return start, stop
 
-    def _pixel_slices(self):
+    def _pixel_slices(self, align: int = 1):
+        """Pixel ranges for the worker threads, starting at multiples of `align`"""
         npix = self.shared_input.shape[1]
+        blocks = -(-npix // align)
         # several jobs per thread balance the load
-        parts = min(npix, JOBS_PER_THREAD * self.num_cpus)
-        bounds = np.linspace(0, npix, parts + 1).astype(int)
+        parts = min(blocks, JOBS_PER_THREAD * self.num_cpus)
+        bounds = np.linspace(0, blocks, parts + 1).astype(int) * align
         return [
-            slice(int(a), int(b))
+            slice(int(a), min(int(b), npix))
             for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-            if b > a
+            if min(b, npix) > a
         ]
 
     def _median(self, window: np.ndarray, out: np.ndarray):
@@ -350,8 +380,21 @@ class BackgroundSparseMed(Background):
             [(window, rank, flat, pix) for pix in self._pixel_slices()],
         )
 
+    def _rolling_median(self, frames: np.ndarray, out: np.ndarray):
+        """Medians of every window of `kernel_size` consecutive `frames`"""
+        self.pool.run_all(
+            rolling_median_pixels,
+            [
+                (frames, self.kernel_size, out, pix)
+                for pix in self._pixel_slices(BAND_BLOCK_SIZE)
+            ],
+        )
+
     def process_second(self, ii: int, second: float | int):
         """Compute background image `ii` of the series from its window
+
+        The image is stored as that of the step's distinct window (dcnum
+        calls this with ``second = step_times[ii]``).
 
         Parameters
         ----------
@@ -364,41 +407,70 @@ class BackgroundSparseMed(Background):
         start, stop = self.get_window(second)
         self.input_data.read(start, stop, out=self.shared_input, pool=self.pool)
         self._median(self.shared_input, self.shared_output)
-        self.bg_images[ii] = self.shared_output
+        self.distinct_images[self.step_index[ii]] = self.shared_output
         self.image_proc.value = stop / (self.image_count * (1 + self.offset_correction))
 
     def process_approach(self):
         """Perform median computation on entire input data"""
         self.start_workers()
         top_sums = self._compute_series_and_sums()
-        used = cleanse_background_series(
-            self.bg_images, self.thresh_cleansing, self.frac_cleansing, self.logger
+        # ptp of uint8 is exact: the profiles of the distinct images are
+        # those of every step that uses them
+        profiles = np.ptp(self.distinct_images, axis=2)
+        used = cleanse_profiles(
+            profiles,
+            self.step_index,
+            self.thresh_cleansing,
+            self.frac_cleansing,
+            self.logger,
         )
+        used_index = self.step_index[used]
         step_times = self.step_times[used]
-        bg_images = self.bg_images[used]
         bg_idx = assign_background_index(self.time, step_times, self.split_time)
+        # the series is stored as dcnum stores it (one image per kept step),
+        # written chunk by chunk from the distinct images
         self.output.store_internal_basin(
             name="background images",
             description=f"Pipeline identifier: {self.get_ppid()}",
-            features={"image_bg": bg_images},
+            features={"image_bg": SeriesImages(self.distinct_images, used_index)},
             mapping=bg_idx,
         )
         if self.offset_correction:
             rows = min(OFFSET_ROWS, self.image_shape[0])
-            bg_mean = np.mean(bg_images[:, :OFFSET_ROWS, :], axis=(1, 2))
+            # means of uint8 sums in float64 are exact sums divided once:
+            # per distinct image they equal dcnum's per step
+            distinct_mean = np.mean(
+                self.distinct_images[:, :OFFSET_ROWS, :], axis=(1, 2)
+            )
+            bg_mean = distinct_mean[used_index]
             frame_mean = top_sums.astype(np.float64) / (rows * self.image_shape[1])
             self.output.store_feature("bg_off", frame_mean - bg_mean[bg_idx])
         self.image_proc.value = 1.0
 
+    def _run_task(self, task, frames: np.ndarray):
+        """Compute the distinct images of `task` from its `frames`"""
+        images = self.distinct_images.reshape(self.distinct_images.shape[0], -1)
+        targets = task.targets
+        if not task.rolling:
+            self._median(frames, images[targets[0]])
+            return
+        if np.all(targets >= 0):
+            # consecutive distinct windows: straight into their images
+            self._rolling_median(frames, images[targets[0] : targets[-1] + 1])
+            return
+        out = np.empty((targets.size, images.shape[1]), dtype=np.uint8)
+        self._rolling_median(frames, out)
+        wanted = targets >= 0
+        images[targets[wanted]] = out[wanted]
+
     def _compute_series_and_sums(self) -> np.ndarray | None:
-        """One pass over the input: median windows and top-slice sums"""
+        """One pass over the input: distinct median windows, top-slice sums"""
         count = self.image_count
-        windows = [self.get_window(t) for t in self.step_times]
+        tasks = self._tasks
+        spans = _merge_ranges([(task.first, task.stop) for task in tasks])
+        span_starts = [lo for lo, _ in spans]
         top_sums = np.zeros(count, dtype=np.int64) if self.offset_correction else None
-        if self.offset_correction:
-            ranges = [(0, count)]
-        else:
-            ranges = _merge_ranges(windows)
+        ranges = [(0, count)] if self.offset_correction else spans
         blocks = [
             block
             for lo, hi in ranges
@@ -406,16 +478,18 @@ class BackgroundSparseMed(Background):
                 max(self.input_data.chunk_frames, READ_BLOCK_FRAMES), lo, hi
             )
         ]
-        # A window buffer is allocated when its first frame arrives and
-        # freed after its median; windows overlap only for short split times.
-        open_windows = {}
-        free_buffers = [self.shared_input]
+        # A task's frame buffer is allocated when its first frame arrives
+        # and reused after its medians; only consecutive rolling tasks
+        # overlap (by kernel_size - 1 frames), so few are open at once.
+        open_tasks = {}
+        free_buffers = {self.shared_input.shape: [self.shared_input]}
         npix = self.shared_input.shape[1]
-        next_window = 0
+        next_task = 0
         total = count * (1 + self.offset_correction)
 
         def in_window(lo, hi):
-            return any(start < hi and lo < stop for start, stop in windows)
+            at = bisect.bisect_right(span_starts, hi - 1) - 1
+            return at >= 0 and spans[at][1] > lo
 
         def read(lo, hi):
             # frames outside all windows only contribute their top-row sums
@@ -441,24 +515,24 @@ class BackgroundSparseMed(Background):
                 if frames is None:
                     self.image_proc.value = hi / total
                     continue
-                while next_window < len(windows) and windows[next_window][0] < hi:
-                    if free_buffers:
-                        buf = free_buffers.pop()
-                    else:
-                        buf = np.empty_like(self.shared_input)
-                    open_windows[next_window] = buf
-                    next_window += 1
-                for wi in sorted(open_windows):
-                    start, stop = windows[wi]
-                    a, b = max(start, lo), min(stop, hi)
+                while next_task < len(tasks) and tasks[next_task].first < hi:
+                    task = tasks[next_task]
+                    shape = (task.stop - task.first, npix)
+                    spare = free_buffers.get(shape)
+                    buf = spare.pop() if spare else np.empty(shape, dtype=np.uint8)
+                    open_tasks[next_task] = buf
+                    next_task += 1
+                for ti in sorted(open_tasks):
+                    task = tasks[ti]
+                    a, b = max(task.first, lo), min(task.stop, hi)
                     if a < b:
-                        open_windows[wi][a - start : b - start] = frames[
+                        open_tasks[ti][a - task.first : b - task.first] = frames[
                             a - lo : b - lo
                         ]
-                    if stop <= hi:
-                        buf = open_windows.pop(wi)
-                        self._median(buf[: stop - start], self.bg_images[wi])
-                        free_buffers.append(buf)
+                    if task.stop <= hi:
+                        buf = open_tasks.pop(ti)
+                        self._run_task(task, buf)
+                        free_buffers.setdefault(buf.shape, []).append(buf)
                 self.image_proc.value = hi / total
         except BaseException:
             if reading is not None:
@@ -492,7 +566,9 @@ def cleanse_background_series(bg_images, thresh_cleansing, frac_cleansing, logge
     (150 * ...), or, with ``thresh_cleansing == 0``, the
     `frac_cleansing` quantile of the deviations. If the threshold keeps
     fewer than `frac_cleansing` of the images, the quantile is used
-    instead (with a warning).
+    instead (with a warning). :class:`BackgroundSparseMed` computes the
+    same from the distinct images of its series
+    (:func:`~dcbg.feat.feat_background.sparse_series.cleanse_profiles`).
 
     Parameters
     ----------
@@ -510,59 +586,11 @@ def cleanse_background_series(bg_images, thresh_cleansing, frac_cleansing, logge
     used: np.ndarray
         Boolean mask over the series: True for images to keep
     """
-    if frac_cleansing == 1:
-        logger.info("Background series cleansing disabled")
-        return np.ones(len(bg_images), dtype=bool)
-    profiles = np.ptp(bg_images, axis=2)
-    profiles_norm = profiles - np.median(profiles, axis=0).reshape(1, -1)
-    height = profiles.shape[1]
-    spread = max(CLEANSING_MIN_HALF_ROWS, height // CLEANSING_HALF_ROWS_DIVISOR)
-    center = slice(height // 2 - spread, height // 2 + spread)
-    profiles_center = np.mean(profiles_norm[:, center], axis=1)
-    from scipy import ndimage  # 0.3 s to import: only where it is used
-
-    baseline = ndimage.median_filter(profiles_center, size=CLEANSING_BASELINE_IMAGES)
-    deviation = profiles_center - baseline
-    ref = np.abs(deviation - np.median(deviation))
-    thresh_fact = np.var(ref) * CLEANSING_VARIANCE_FACTOR
-    if thresh_cleansing != 0:
-        thresh = thresh_fact / thresh_cleansing
-    else:
-        thresh = np.quantile(ref, frac_cleansing)
-    used = ref <= thresh
-    frac_remove = np.sum(~used) / used.size
-    if thresh_cleansing != 0 and (1 - frac_remove) < frac_cleansing:
-        frac_remove_user = frac_remove
-        thresh = np.quantile(ref, frac_cleansing)
-        used = ref <= thresh
-        frac_remove = np.sum(~used) / used.size
-        msg = (
-            f"{frac_remove_user:.1%} of the background images would be removed "
-            f"with thresh_cleansing={thresh_cleansing}, so frac_cleansing="
-            f"{frac_cleansing} is enforced instead (new threshold factor "
-            f"{thresh_fact / thresh}). Decrease thresh_cleansing or "
-            f"frac_cleansing to avoid this warning."
-        )
-        logger.warning(msg)
-        warnings.warn(msg, UserWarning, stacklevel=3)
-    logger.info(f"Cleansed {frac_remove:.2%}")
-    return used
-
-
-def assign_background_index(time, step_times, split_time) -> np.ndarray:
-    """Index into the background series for every frame
-
-    Frame ranges switch from one series image to the next at the frame
-    closest to half a split time after the earlier image's time.
-    """
-    bg_idx = np.zeros(time.size, dtype=np.int64)
-    idx0 = 0
-    idx1 = None
-    ii = 0
-    for ii, t1 in enumerate(step_times):
-        idx1 = int(np.argmin(np.abs(time - t1 - split_time / 2)))
-        bg_idx[idx0:idx1] = ii
-        idx0 = idx1
-    if idx1 is not None:
-        bg_idx[idx1:] = ii
-    return bg_idx
+    profiles = np.ptp(np.asarray(bg_images), axis=2)
+    return cleanse_profiles(
+        profiles,
+        np.arange(len(profiles)),
+        thresh_cleansing,
+        frac_cleansing,
+        logger,
+    )
