@@ -39,6 +39,7 @@ import distributed
 from .feat.feat_background import resolve_method
 from .feat.feat_background.base import cpu_count
 from .io.conventions import default_output_path, read_output_ppid
+from .io.transaction import reserve_output
 
 logger = logging.getLogger(__name__)
 
@@ -212,13 +213,21 @@ def _process_file(
     try:
         cls, kwargs = resolve_method(ppid)
         result.ppid = cls.get_ppid_from_ppkw(kwargs)
-        replace = output_path.exists()
-        if replace and not force:
-            _check_existing_output(output_path, result)
-            return
-        result.frames = _compute(
-            cls, {**kwargs, **basin_kwargs}, input_path, output_path, compress, num_cpus
-        )
+        # checked and written under the output's lock: a second batch
+        # cannot pass the check before this task writes
+        with reserve_output(output_path):
+            replace = output_path.exists()
+            if replace and not force:
+                _check_existing_output(output_path, result)
+                return
+            result.frames = _compute(
+                cls,
+                {**kwargs, **basin_kwargs},
+                input_path,
+                output_path,
+                compress,
+                num_cpus,
+            )
         result.seconds = time.perf_counter() - t0
         result.status = "done"
     except Exception as exc:

@@ -8,6 +8,7 @@ errors with status 1, an interrupt (Ctrl-C) with 130.
 
 from __future__ import annotations
 
+import os
 import pathlib
 import textwrap
 import time
@@ -19,6 +20,7 @@ from .._version import __version__
 from ..feat.feat_background import get_available_background_methods
 from ..io.conventions import default_output_path
 from ..io.rtdc import check_input_path, check_output_dir, same_file
+from ..io.transaction import reserve_output
 from .batch import make_batch_command
 from .options import (
     basin_options,
@@ -85,18 +87,49 @@ def run_compute(
     check_input_path(input_path)
     if output_path is None:
         output_path = default_output_path(input_path)
+    check_output_dir(output_path)
+    # The output's lock is held from the check whether it exists to the
+    # commit: a second run cannot pass the check before this one writes.
+    with reserve_output(output_path):
+        return _compute_reserved(
+            cls,
+            kwargs,
+            input_path,
+            output_path,
+            compress,
+            num_cpus,
+            force,
+            progress_style,
+            basin_root,
+            allow_remote_basins,
+            start,
+        )
+
+
+def _compute_reserved(
+    cls,
+    kwargs,
+    input_path,
+    output_path,
+    compress,
+    num_cpus,
+    force,
+    progress_style,
+    basin_root,
+    allow_remote_basins,
+    start,
+) -> str:
+    """run_compute() with the output's writer lock held"""
     if same_file(input_path, output_path):
         if not force:
             raise FileExistsError(
                 f"Output file '{output_path}' is the input file; use --force to "
                 f"write the background into the input file"
             )
-    else:
-        check_output_dir(output_path)
-        if output_path.exists() and not force:
-            raise FileExistsError(
-                f"Output file '{output_path}' already exists; use --force to replace it"
-            )
+    elif os.path.lexists(output_path) and not force:
+        raise FileExistsError(
+            f"Output file '{output_path}' already exists; use --force to replace it"
+        )
 
     bg = None
     try:

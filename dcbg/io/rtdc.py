@@ -25,7 +25,6 @@ from .basins import (
     PolicyMeasurement,
     RefusedBasin,
     check_hdf5_file,
-    one_line_error,
 )
 from .chunks import ImageFeature
 from .conventions import (
@@ -37,6 +36,14 @@ from .conventions import (
     ensure_hdf5_filters,
     read_basin_definition,
     set_pipeline_background,
+)
+from .existing_output import (
+    check_fits_output,
+    check_replaceable,
+    keep_ownership,
+    prepare_staged_copy,
+    remove_background_features,
+    warn_hard_links,
 )
 from .images import ImageStack
 from .transaction import (
@@ -298,9 +305,18 @@ class OutputFile:
     Raises
     ------
     OutputLockedError
-        If another process is writing the same output
+        If another process (or object) is writing the same output
+    UnsafeLockFileError
+        If something else than a dcbg lock file lies at the lock file's
+        path (see :mod:`dcbg.io.lockfile`)
+    PermissionError
+        If an existing output is read-only or not writable by this user
+        (see :func:`dcbg.io.existing_output.check_replaceable`)
     ValueError
-        If an existing output holds another number of events
+        If an existing output is another measurement's file (raw images of
+        its own, another number of events or another measurement
+        identifier; see :func:`dcbg.io.existing_output.check_fits_output`)
+        or the output's name is too long for its hidden siblings
     """
 
     def __init__(
@@ -336,13 +352,27 @@ class OutputFile:
             # of killed runs
             remove_temporary_files(self.target)
             self._expected = file_identity(self.target)
+            #: os.stat of the file the output replaces (None: a new file)
+            self._replaced_stat = None
             with write_errors_named(self.path):
                 if self._expected is not None:
+                    # before anything is computed: a file dcbg may not
+                    # replace fails now, not after the computation
+                    check_replaceable(self.path, self.target)
                     if not self.in_place:
-                        check_fits_output(self.path, event_count)
+                        check_fits_output(
+                            self.path,
+                            event_count,
+                            identifier=measurement.ds.get_measurement_identifier()
+                            if measurement is not None
+                            else None,
+                        )
+                    self._replaced_stat = os.stat(self.target)
+                    warn_hard_links(self.path, self._replaced_stat)
                     # Keep what the existing file holds, replace only the
                     # background features (as the spec's process() does).
                     shutil.copy2(self.target, self.staged_path)
+                    prepare_staged_copy(self.staged_path)
                     self.h5 = h5py.File(self.staged_path, "a", locking=False)
                     self.remove_background_features()
                 else:
@@ -426,27 +456,11 @@ class OutputFile:
         drop_same_mapping(self.h5, key)
 
     def remove_background_features(self):
-        """Remove ``image_bg``/``bg_off`` and the internal basins holding them"""
-        for grp in ("events", INTERNAL_BASIN_GROUP):
-            for feat in BACKGROUND_FEATURES:
-                if grp in self.h5 and feat in self.h5[grp]:
-                    del self.h5[grp][feat]
-        basins = self.h5.get("basins", {})
-        stale_maps = set()
-        for key in list(basins):
-            bn = read_basin_definition(basins[key])
-            if bn.get("type") == "internal" and set(bn.get("features") or []) & set(
-                BACKGROUND_FEATURES
-            ):
-                del basins[key]
-                if bn.get("mapping") not in (None, "same"):
-                    stale_maps.add(bn["mapping"])
-        used = {read_basin_definition(basins[key]).get("mapping") for key in basins}
-        for name in stale_maps - used:
-            if name in self.h5["events"]:
-                del self.h5["events"][name]
-        if INTERNAL_BASIN_GROUP in self.h5 and not len(self.h5[INTERNAL_BASIN_GROUP]):
-            del self.h5[INTERNAL_BASIN_GROUP]
+        """Remove ``image_bg``/``bg_off``, keeping what serves other features
+
+        See :func:`dcbg.io.existing_output.remove_background_features`.
+        """
+        remove_background_features(self.h5)
 
     def mark_started(self):
         """Note that background data were written: a clean exit keeps them"""
@@ -621,6 +635,8 @@ class OutputFile:
             return
         with write_errors_named(self.path):
             self.h5.close()
+        if self._replaced_stat is not None:
+            keep_ownership(self.staged_path, self._replaced_stat)
         if release_input is not None:
             release_input()
         # One rename; SIGINT/SIGTERM wait until it is done, so that the
@@ -647,46 +663,6 @@ class OutputFile:
             self.h5.close()
         self._lock.release()
         self._finalizer.detach()
-
-
-def check_fits_output(path: pathlib.Path, event_count: int | None):
-    """Raise ValueError unless the existing file `path` may take a background
-
-    Only background features of an existing output are replaced (the rest
-    is kept), so the file must be an .rtdc file without raw images of its
-    own (those belong to another measurement: write into that one as the
-    input instead) and, if it has events, as many as the background.
-    """
-    try:
-        with h5py.File(path, "r") as h5:
-            events = h5.get("events")
-            if not isinstance(events, h5py.Group):
-                events = {}
-            holds_images = "image" in events
-            counts = {
-                len(dset)
-                for name, dset in events.items()
-                if isinstance(dset, h5py.Dataset)
-                and dset.shape
-                and not name.startswith("basinmap")
-            }
-    except OSError as exc:
-        raise ValueError(
-            f"Output file '{path}' exists but is not a readable HDF5 file "
-            f"({one_line_error(exc)}); choose another output path"
-        ) from exc
-    if holds_images:
-        raise ValueError(
-            f"Output file '{path}' holds raw images ('events/image') of its own; "
-            f"refusing to write another measurement's background into it even "
-            f"with --force, choose another output path"
-        )
-    if event_count is not None and counts and counts != {event_count}:
-        raise ValueError(
-            f"Output file '{path}' holds {sorted(counts)[0]} events, but the "
-            f"background is computed for {event_count} events; it does not fit "
-            f"that file, choose another output path"
-        )
 
 
 def basin_file_locations(basin: pathlib.Path, referrer: pathlib.Path) -> list[str]:

@@ -33,23 +33,35 @@ program (e.g. Shape-Out) is an error that names it.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import errno
-import json
 import os
 import pathlib
 import re
 import signal
-import socket
 import sys
 import threading
 import time
 import uuid
 
-#: suffix of staged output files
-PARTIAL_SUFFIX = ".dcbg-partial"
-#: suffix of lock files
-LOCK_SUFFIX = ".dcbg-lock"
+from .lockfile import (
+    # raised by WriterLock.acquire: importable here with the other errors
+    UnsafeLockFileError as UnsafeLockFileError,
+)
+from .lockfile import (
+    check_lock_file,
+    describe_holder,
+    held_by_this_process,
+    open_lock_file,
+    read_record,
+    write_record,
+)
+from .output_names import (
+    LOCK_SUFFIX,
+    PARTIAL_SUFFIX,
+    STAGED_TOKEN_CHARS,
+    check_name_fits,
+)
+
 #: suffix of the temporary files of dcbg <= 0.1, which stacked a second
 #: staged file for replaced outputs; reruns remove these too
 LEGACY_REPLACE_SUFFIX = ".dcbg-replace"
@@ -76,7 +88,7 @@ class OutputChangedError(RuntimeError):
 
 def staged_path(output_path: pathlib.Path) -> pathlib.Path:
     """A new, unique hidden sibling of `output_path` to stage it in"""
-    token = uuid.uuid4().hex[:8]
+    token = uuid.uuid4().hex[:STAGED_TOKEN_CHARS]
     return output_path.with_name(f".{output_path.name}.{token}{PARTIAL_SUFFIX}")
 
 
@@ -174,7 +186,14 @@ def platform_locking(platform: str = sys.platform):
 
 
 class WriterLock:
-    """Exclusive right to write one output file, across processes
+    """Exclusive right to write one output file, across processes and objects
+
+    The lock is an operating-system lock on the file
+    ``.<name>.dcbg-lock`` beside the output, opened and filled as
+    :mod:`dcbg.io.lockfile` describes (never through a link, never
+    overwriting a file dcbg did not create). Within one process, a
+    registry of held locks tells a second object that wants the same
+    output that this process (another object in it) holds the lock.
 
     Parameters
     ----------
@@ -182,37 +201,75 @@ class WriterLock:
         The output file to lock (need not exist)
     locking: object or None
         Locking primitives (see :func:`platform_locking`); for tests
+    joinable: bool
+        Let one lock of the same output acquired later in the same thread
+        join this one instead of failing: a command holds the lock of its
+        output for the whole run (:func:`reserve_output`), from the check
+        whether the output exists to the commit, and the
+        :class:`dcbg.io.OutputFile` it creates meanwhile joins it.
 
     Raises
     ------
     OutputLockedError
-        From :meth:`acquire` if another process holds the lock; the
-        message names the output, the lock file and the other writer.
+        From :meth:`acquire` if another process or object holds the lock;
+        the message names the output, the lock file and the other writer.
+    UnsafeLockFileError
+        From :meth:`acquire` if something else than a lock file lies at
+        the lock file's path
+    ValueError
+        From :meth:`acquire` if the output's name leaves no room for the
+        names of its lock and staged files
     """
 
-    def __init__(self, output_path: pathlib.Path, locking=None):
+    def __init__(self, output_path: pathlib.Path, locking=None, joinable=False):
         self.output_path = pathlib.Path(output_path)
         self.path = lock_path(self.output_path)
         self._locking = locking or platform_locking()
         self._fd = None
+        self._joinable = joinable
+        #: the lock of this process this one joined (see `joinable`)
+        self._joined = None
+        self._thread = None
+        self._pid = None
+        self._record = None
 
     @property
     def held(self) -> bool:
-        return self._fd is not None
+        return self._fd is not None or self._joined is not None
 
     def acquire(self):
         """Take the lock at once or raise :class:`OutputLockedError`"""
-        if self._fd is not None:
+        if self.held:
             return
+        check_name_fits(self.output_path)
+        key = _registry_key(self.path)
+        with _REGISTRY_GUARD:
+            holder = _HELD_IN_PROCESS.get(key)
+            if holder is not None and holder._pid == os.getpid():
+                if (
+                    holder._joinable
+                    and not self._joinable
+                    and holder._thread == threading.get_ident()
+                ):
+                    self._joined = holder
+                    return
+                raise self._locked_error(holder._record, in_process=True)
+            self._acquire_os_lock()
+            self._pid = os.getpid()
+            self._thread = threading.get_ident()
+            _HELD_IN_PROCESS[key] = self
+
+    def _acquire_os_lock(self):
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            opened = open_lock_file(self.path, self.output_path)
+            if opened is None:
+                continue  # another writer removed or created it meanwhile
+            fd, created = opened
             try:
                 if not self._locking.try_lock(fd):
-                    owner = _read_owner(fd)
-                    raise OutputLockedError(
-                        f"Output file '{self.output_path}' is being written by "
-                        f"another process ({owner}; lock file '{self.path}'); "
-                        f"wait for it to finish or stop it"
+                    record = read_record(fd)
+                    raise self._locked_error(
+                        record, in_process=held_by_this_process(record)
                     )
                 # The previous holder may have removed the lock file
                 # between our open and our lock: then we locked a file
@@ -221,7 +278,9 @@ class WriterLock:
                     self._locking.unlock(fd)
                     os.close(fd)
                     continue
-                _write_owner(fd)
+                check_lock_file(fd, created, self.path, self.output_path)
+                write_record(fd)
+                self._record = read_record(fd)
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -229,13 +288,32 @@ class WriterLock:
             self._fd = fd
             return
 
+    def _locked_error(self, record, in_process: bool) -> OutputLockedError:
+        who = "another dcbg object in this process" if in_process else "another process"
+        hint = (
+            "close that object (leave its with block or call close()) first"
+            if in_process
+            else "wait for it to finish or stop it"
+        )
+        return OutputLockedError(
+            f"Output file '{self.output_path}' is being written by {who} "
+            f"({describe_holder(record)}; lock file '{self.path}'); {hint}"
+        )
+
     def release(self):
         """Give the lock back and remove the lock file"""
+        if self._joined is not None:
+            self._joined = None  # the joined lock is released by its owner
+            return
         fd, self._fd = self._fd, None
         if fd is None:
             return
+        with _REGISTRY_GUARD:
+            key = _registry_key(self.path)
+            if _HELD_IN_PROCESS.get(key) is self:
+                del _HELD_IN_PROCESS[key]
         try:
-            if self._locking.unlink_while_locked:
+            if self._locking.unlink_while_locked and _same_inode(fd, self.path):
                 with contextlib.suppress(FileNotFoundError):
                     self.path.unlink()
             self._locking.unlock(fd)
@@ -253,36 +331,50 @@ class WriterLock:
         self.release()
 
 
+#: locks held by objects of this process, by lock file path: a second
+#: object learns from here that the holder is in this process
+_HELD_IN_PROCESS: dict[str, WriterLock] = {}
+_REGISTRY_GUARD = threading.Lock()
+
+
+def _registry_key(path: pathlib.Path) -> str:
+    return os.path.normcase(os.path.abspath(path))
+
+
+@contextlib.contextmanager
+def reserve_output(output_path: pathlib.Path):
+    """Hold the writer lock of `output_path` for a whole command
+
+    A command that decides from the output path whether to write (it
+    does not exist, or ``--force``) must decide under the lock: otherwise
+    a second run that checked before the first one wrote would replace
+    the first one's output. The :class:`dcbg.io.OutputFile` created in
+    the block (in the same thread) joins this lock. Symbolic links are
+    resolved as :class:`dcbg.io.OutputFile` resolves them.
+
+    Yields
+    ------
+    lock: WriterLock
+        The held lock
+
+    Raises
+    ------
+    OutputLockedError
+        If another process or object writes the output
+    """
+    target = pathlib.Path(os.path.realpath(output_path))
+    with WriterLock(target, joinable=True) as lock:
+        yield lock
+
+
 def _same_inode(fd: int, path: pathlib.Path) -> bool:
+    """Whether `path` itself (not a link's target) is the open file `fd`"""
     try:
-        st_path = os.stat(path)
+        st_path = os.lstat(path)
     except FileNotFoundError:
         return False
     st_fd = os.fstat(fd)
     return (st_fd.st_dev, st_fd.st_ino) == (st_path.st_dev, st_path.st_ino)
-
-
-def _write_owner(fd: int):
-    record = {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv)[:200],
-    }
-    data = json.dumps(record).encode()
-    os.lseek(fd, 0, os.SEEK_SET)
-    os.write(fd, data)
-    os.ftruncate(fd, len(data))
-
-
-def _read_owner(fd: int) -> str:
-    """The lock holder as 'pid N on host H since T', as far as known"""
-    try:
-        os.lseek(fd, 0, os.SEEK_SET)
-        record = json.loads(os.read(fd, 4096).decode())
-        return f"pid {record['pid']} on host {record['host']} since {record['since']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "owner unknown"
 
 
 def file_identity(path: pathlib.Path) -> tuple | None:
@@ -341,8 +433,16 @@ def move_into_place(
             os.replace(source, target)
             sync_folder(target.parent, platform)
             return
-        except PermissionError:
-            if platform != "win32" or attempt == REPLACE_RETRIES - 1:
+        except PermissionError as exc:
+            if platform != "win32":
+                # (checked before the computation; changed meanwhile)
+                raise PermissionError(
+                    f"Cannot replace output file '{target}': the operating "
+                    f"system refused it ({exc.strerror}; is it or its folder "
+                    f"immutable, append-only or owned by another user?); it "
+                    f"was left as it is and the new background discarded"
+                ) from None
+            if attempt == REPLACE_RETRIES - 1:
                 raise PermissionError(
                     f"Cannot replace output file '{target}': it is open in "
                     f"another program (close it and run again)"
