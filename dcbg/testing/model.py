@@ -120,8 +120,10 @@ def _load_reference() -> _Reference:
     import h5py
     from scipy import ndimage
 
-    from ..io.conventions import decode_text
+    from ..io.conventions import decode_text, ensure_hdf5_filters
 
+    # the reference's images are Zstandard-compressed
+    ensure_hdf5_filters()
     with h5py.File(REFERENCE_MEASUREMENT, "r") as h5:
         events = h5["events"]
         image = events["image"][:].astype(np.float32)
