@@ -9,7 +9,11 @@ The figure shows, for one frame of a measurement that has ``image_bg``:
 - for sparse-median outputs (``image_bg`` held once per series image in
   the internal basin ``basin_events/image_bg`` and mapped to the frames by
   ``events/basinmapN``): which series image serves which frames, coloured
-  by the mean brightness of each series image.
+  by the mean brightness of each series image,
+- the ghost map of :func:`dcbg.check.check_background`: where the
+  background of the frame deviates from the file's own robust reference
+  (cells left in the background are outlined), and the check's verdict
+  in the title.
 
 Use :func:`plot_background` for a :class:`matplotlib.figure.Figure` or
 :func:`save_background_plot` for a PNG file. Only the Agg backend is used
@@ -44,6 +48,9 @@ from .io.transaction import (
 
 #: figure width in inches; the height follows from the panels shown
 FIGURE_WIDTH = 10.0
+#: events the check behind the ghost map looks at (evenly spread): enough
+#: for the verdict's fractions, quick for long measurements
+PLOT_CHECK_EVENTS = 2000
 
 
 @dataclasses.dataclass
@@ -276,6 +283,44 @@ def _plot_series(fig, ax, data: BackgroundData):
     colorbar.set_label("Mean grey level of series image")
 
 
+def _plot_ghost_map(fig, ax, check, frame: int):
+    """The check's deviation of this frame's background, ghosts outlined"""
+    from .check.analysis import GHOST_LEVELS
+    from .check.robust import channel_band
+
+    ghost_map = check.ghost_map
+    if ghost_map is None:
+        ax.set_axis_off()
+        ax.set_title(
+            "Ghost map: not judged (too few distinct frames for a reference)",
+            loc="left",
+            fontsize="medium",
+        )
+        return
+    position = int(np.searchsorted(check.events.index, frame))
+    pixels = int(check.events.ghost_pixels[position])
+    verdict = "GHOST" if check.events.ghost[position] else "no ghost"
+    limit = max(2 * GHOST_LEVELS, float(np.nanmax(np.abs(ghost_map), initial=0)))
+    _show_image(
+        fig,
+        ax,
+        ghost_map,
+        f"Ghost map: background - robust reference; outlined > {GHOST_LEVELS:g} "
+        f"grey levels; this event: {verdict} ({pixels} px)",
+        "Deviation [grey levels]",
+        cmap="PuOr_r",
+        vmin=-limit,
+        vmax=limit,
+    )
+    band = channel_band(ghost_map.shape[0])
+    for row in (band.start - 0.5, band.stop - 0.5):
+        ax.axhline(row, color="0.4", lw=0.6, ls=":")
+    outside = np.zeros(ghost_map.shape, dtype=bool)
+    outside[band] = np.abs(np.nan_to_num(ghost_map[band])) > GHOST_LEVELS
+    if outside.any():
+        ax.contour(outside, levels=[0.5], colors="red", linewidths=1.0)
+
+
 def plot_background(path, frame: int | None = None) -> Figure:
     """A figure to judge the background of an .rtdc file at a glance
 
@@ -290,22 +335,27 @@ def plot_background(path, frame: int | None = None) -> Figure:
     Returns
     -------
     fig: matplotlib.figure.Figure
-        Image panels (frame, background, corrected image), plus a
-        ``bg_off`` panel if the file has ``bg_off`` and a series panel for
-        sparse-median outputs. Every panel has a title; colour bars do not.
+        Image panels (frame, background, corrected image, ghost map of
+        :func:`dcbg.check.check_background`), plus a ``bg_off`` panel if
+        the file has ``bg_off`` and a series panel for sparse-median
+        outputs. Every panel has a title; colour bars do not. The title
+        carries the check's verdict.
     """
+    from .check import check_background, verdict_line
+
     data = load_background_data(path, frame)
+    check = check_background(path, max_events=PLOT_CHECK_EVENTS, map_event=data.frame)
     lower_panels = [p for p in (data.bg_off, data.series) if p is not None]
     image_height, image_width = data.image.shape
     # image rows just as tall as the image is at full width
     image_row_height = max(1.2, 0.85 * FIGURE_WIDTH * image_height / image_width) + 0.6
     lower_height = 2.8 if lower_panels else 0.0
     fig = Figure(
-        figsize=(FIGURE_WIDTH, 3 * image_row_height + lower_height + 0.5),
+        figsize=(FIGURE_WIDTH, 4 * image_row_height + lower_height + 0.5),
         layout="constrained",
     )
     FigureCanvasAgg(fig)
-    height_ratios = [image_row_height] * 3 + ([lower_height] if lower_panels else [])
+    height_ratios = [image_row_height] * 4 + ([lower_height] if lower_panels else [])
     grid = fig.add_gridspec(len(height_ratios), 2, height_ratios=height_ratios)
 
     when = f", t = {data.time[data.frame]:.4f} s" if data.time is not None else ""
@@ -348,16 +398,18 @@ def plot_background(path, frame: int | None = None) -> Figure:
         vmin=-limit,
         vmax=limit,
     )
+    _plot_ghost_map(fig, fig.add_subplot(grid[3, :]), check, data.frame)
     if data.bg_off is not None and data.series is not None:
-        _plot_offset(fig.add_subplot(grid[3, 0]), data)
-        _plot_series(fig, fig.add_subplot(grid[3, 1]), data)
+        _plot_offset(fig.add_subplot(grid[4, 0]), data)
+        _plot_series(fig, fig.add_subplot(grid[4, 1]), data)
     elif data.bg_off is not None:
-        _plot_offset(fig.add_subplot(grid[3, :]), data)
+        _plot_offset(fig.add_subplot(grid[4, :]), data)
     elif data.series is not None:
-        _plot_series(fig, fig.add_subplot(grid[3, :]), data)
+        _plot_series(fig, fig.add_subplot(grid[4, :]), data)
 
     fig.suptitle(
-        f"{data.name}   background {data.ppid or '(PPID unknown)'}",
+        f"{data.name}   background {data.ppid or '(PPID unknown)'}\n"
+        f"dcbg check: {verdict_line(check)}",
         fontsize="large",
     )
     return fig

@@ -39,16 +39,18 @@ def series_output(tmp_path_factory):
     return output
 
 
-def test_sparsemed_figure_has_five_panels(series_output):
+def test_sparsemed_figure_has_six_panels(series_output):
     fig = plot_background(series_output, frame=30)
     titles = list(titled_axes(fig))
-    assert len(titles) == 5, titles
+    assert len(titles) == 6, titles
     assert titles[0].startswith("Event 31 of 80 (index 30), t = ")
     assert titles[1].startswith("Background image_bg (+ bg_off = ")
     assert titles[2].startswith("Corrected: image - image_bg - bg_off")
-    assert titles[3] == "Brightness offset bg_off per event"
-    assert titles[4].startswith("Background series (4 images)")
+    assert titles[3].startswith("Ghost map: ")
+    assert titles[4] == "Brightness offset bg_off per event"
+    assert titles[5].startswith("Background series (4 images)")
     assert "sparsemed:k=5^s=1^t=0^f=1^o=1" in fig.get_suptitle()
+    assert "dcbg check: " in fig.get_suptitle()
 
     data = load_background_data(series_output, frame=30)
     corrected_ax = panel(fig, "Corrected")
@@ -81,9 +83,10 @@ def test_rollmed_figure_has_image_panels_only(cytoshot, tmp_path):
         bg.process()
     fig = plot_background(output)
     titles = list(titled_axes(fig))
-    assert len(titles) == 3, titles
+    assert len(titles) == 4, titles
     assert titles[0].startswith("Event 7 of 13 (index 6)")  # the middle event
     assert titles[2].startswith("Corrected: image - image_bg (")
+    assert titles[3].startswith("Ghost map: ")
 
 
 def test_frame_index_axis_without_time(tmp_path):
@@ -97,7 +100,7 @@ def test_frame_index_axis_without_time(tmp_path):
         bg.process()
     fig = plot_background(output, frame=-1)
     titles = list(titled_axes(fig))
-    assert len(titles) == 4, titles  # no bg_off panel
+    assert len(titles) == 5, titles  # no bg_off panel
     assert titles[0] == "Event 30 of 30 (index 29) (image)"
     assert panel(fig, "Background series").get_xlabel() == "Event index"
 
@@ -105,7 +108,28 @@ def test_frame_index_axis_without_time(tmp_path):
 def test_raw_file_with_plain_background(legacy_with_bg):
     """A measurement that carries its own image_bg can be plotted too"""
     fig = plot_background(legacy_with_bg, frame=0)
-    assert len(titled_axes(fig)) == 3
+    titles = list(titled_axes(fig))
+    assert len(titles) == 4
+    # 11 events of 6 distinct frames: too few for dcbg check's reference
+    assert titles[3].startswith("Ghost map: not judged")
+    assert "PASS" in fig.get_suptitle()
+
+
+def test_ghost_map_marks_ghosts_and_verdict(tmp_path):
+    """A dense sample's rolling median holds cells: outlined, PROBLEM"""
+    from matplotlib.contour import ContourSet
+
+    source = make_synthetic_measurement(
+        tmp_path / "dense.rtdc", 200, cells_per_frame=4, flicker_sigma=0, seed=4
+    )
+    output = tmp_path / "dense_bg.rtdc"
+    with BackgroundRollMed(source, output, kernel_size=30) as bg:
+        bg.process()
+    fig = plot_background(output, frame=100)
+    assert "dcbg check: PROBLEM: ghosts in" in fig.get_suptitle()
+    ghost_ax = panel(fig, "Ghost map")
+    assert "this event: GHOST" in ghost_ax.get_title(loc="left")
+    assert [c for c in ghost_ax.get_children() if isinstance(c, ContourSet)]
 
 
 def test_save_writes_png_of_expected_size(series_output, tmp_path):

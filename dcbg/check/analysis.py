@@ -151,7 +151,8 @@ class CheckResult:
         corrected images)
     ghost_map: np.ndarray or None
         Deviation image of the event asked for with `map_event` (grey
-        levels; NaN where the reference is uncertain)
+        levels; NaN where the reference is uncertain; None if that event
+        could not be judged)
     map_event: int or None
         Its index
     judged_fraction: float
@@ -399,7 +400,7 @@ def _check_open(ds, path, max_events, map_event) -> CheckResult:
                     residual,
                 )
             )
-            if map_event is not None and map_event in idx:
+            if map_event is not None and map_event in idx and found is not None:
                 ghost_map = deviation[int(np.searchsorted(idx, map_event))].copy()
                 ghost_map[band][~judged] = np.nan
     index, judged_event, ghost_pixels, max_dev, frame_bright, residual = (
