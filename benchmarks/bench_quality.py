@@ -219,22 +219,31 @@ def cell(found: dict) -> str:
     return text + ")"
 
 
-def table(rows: list[dict], runs: dict) -> str:
+def table(rows: list[dict], runs: dict, style: str = "markdown") -> str:
+    """The results as a Markdown table or an RST list-table"""
     head = [
         "condition",
         *(label for _, _, label in runs.values()),
         "flicker: truth / check",
     ]
-    lines = [
-        "| " + " | ".join(head) + " |",
-        "| " + " | ".join("---" for _ in head) + " |",
-    ]
+    body = []
     for row in rows:
         checks = {found["check_flicker"] for found in row["methods"].values()}
         check = "yes" if checks == {True} else "no" if checks == {False} else "mixed"
         truth = "yes" if row["frames_flicker"] else "no"
         cells = [row["label"], *(cell(row["methods"][code]) for code in runs)]
-        lines.append("| " + " | ".join([*cells, f"{truth} / {check}"]) + " |")
+        body.append([*cells, f"{truth} / {check}"])
+    if style == "rst":
+        lines = [".. list-table::", "   :header-rows: 1", ""]
+        for cells in [head, *body]:
+            lines.append(f"   * - {cells[0]}")
+            lines.extend(f"     - {text}" for text in cells[1:])
+        return "\n".join(lines)
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "| " + " | ".join("---" for _ in head) + " |",
+    ]
+    lines.extend("| " + " | ".join(cells) + " |" for cells in body)
     return "\n".join(lines)
 
 
@@ -246,6 +255,9 @@ def main(argv=None):
         "--conditions", nargs="+", choices=sorted(CONDITIONS), default=list(CONDITIONS)
     )
     parser.add_argument("--json", type=pathlib.Path, default=RESULTS)
+    parser.add_argument(
+        "--rst", action="store_true", help="Also print the table as RST (docs)."
+    )
     args = parser.parse_args(argv)
 
     runs = methods_to_run()
@@ -268,6 +280,9 @@ def main(argv=None):
         f"without the truth)\n"
     )
     print(table(rows, runs))
+    if args.rst:
+        print()
+        print(table(rows, runs, "rst"))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
         json.dumps(

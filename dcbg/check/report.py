@@ -7,6 +7,8 @@ human-readable report.
 
 from __future__ import annotations
 
+import numpy as np
+
 from .analysis import (
     FLICKER_LEVELS,
     FLICKER_MIN_FRACTION,
@@ -24,6 +26,10 @@ from .analysis import (
 DCNUM_METHODS = ("copy", "rollmed", "sparsemed")
 #: ghost time ranges listed in the human report (the JSON has all)
 MAX_RANGES_SHOWN = 8
+#: runs of ghosted events separated by at most this many checked events
+#: without a ghost are one range: a few clean backgrounds inside a dense
+#: stretch are not a new episode (at 3,500 frames per second, 7 ms)
+RANGE_MERGE_GAP = 25
 #: decimals of the per-event floats in the JSON (grey levels): far below
 #: the thresholds, and it keeps the output of long files small
 JSON_DECIMALS = 3
@@ -39,27 +45,25 @@ def robust_methods() -> list[str]:
 
 
 def ghost_ranges(result: CheckResult) -> list[dict]:
-    """Runs of consecutive checked events whose background holds a ghost
+    """Runs of checked events whose background holds a ghost
+
+    Runs separated by at most ``RANGE_MERGE_GAP`` checked events without a
+    ghost are merged.
 
     Returns
     -------
     list of dict
         ``first_event``, ``last_event`` (indices, inclusive), ``events``
-        (ghosted events checked in the run) and ``start_s``/``stop_s``
+        (ghosted events checked in the range) and ``start_s``/``stop_s``
         (time in seconds, None without a time axis)
     """
     events = result.events
     ranges = []
-    run = []
-    for pos, ghost in enumerate(events.ghost):
-        if ghost:
-            run.append(pos)
-            continue
-        if run:
-            ranges.append(run)
-            run = []
-    if run:
-        ranges.append(run)
+    for pos in np.flatnonzero(events.ghost):
+        if ranges and pos - ranges[-1][-1] <= RANGE_MERGE_GAP + 1:
+            ranges[-1].append(pos)
+        else:
+            ranges.append([pos])
     out = []
     for run in ranges:
         first, last = run[0], run[-1]
