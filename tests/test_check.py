@@ -7,6 +7,7 @@ contract (exit 0 pass, 1 problem, 2 usage or input error), and no false
 alarm on the bundled real measurements.
 """
 
+import functools
 import json
 import pathlib
 import shutil
@@ -62,13 +63,19 @@ def files(tmp_path_factory):
     }
 
 
+@functools.lru_cache
+def checked(path):
+    """The check of a (read-only) test file, computed once"""
+    return check_background(path)
+
+
 def run_cli(*args):
     return CliRunner().invoke(make_cli(), ["check", *map(str, args)])
 
 
 @pytest.mark.parametrize("name", ["dense_rollmed", "dense_sparsemed"])
 def test_ghosts_of_dense_samples_found(files, name):
-    result = check_background(files[name])
+    result = checked(files[name])
     # truth: every background of dcnum's methods holds a ghost at 4 cells
     assert result.ghost_fraction >= 0.5
     assert result.ghosts_found and not result.passed
@@ -77,7 +84,7 @@ def test_ghosts_of_dense_samples_found(files, name):
 
 @pytest.mark.parametrize("name", ["clean_sparsemed", "clean_rollmed"])
 def test_clean_backgrounds_pass(files, name):
-    result = check_background(files[name])
+    result = checked(files[name])
     assert result.ghosts_judged
     assert result.ghost_fraction <= 0.05
     assert not result.flicker and result.flicker_corrected
@@ -85,7 +92,7 @@ def test_clean_backgrounds_pass(files, name):
 
 
 def test_stuck_cell_ghost_in_its_time_range(files):
-    result = check_background(files["stuck_rollmed"])
+    result = checked(files["stuck_rollmed"])
     ghosts = result.events.index[result.events.ghost]
     # the cell sits in frames 150-249; rollmed's window (the following 50
     # frames) holds it from frame ~125 on, in more than half its frames
@@ -97,9 +104,9 @@ def test_stuck_cell_ghost_in_its_time_range(files):
 
 
 def test_flicker_found_and_whether_corrected(files):
-    rollmed = check_background(files["jumps_rollmed"])
-    sparsemed = check_background(files["jumps_sparsemed"])
-    clean = check_background(files["clean_rollmed"])
+    rollmed = checked(files["jumps_rollmed"])
+    sparsemed = checked(files["jumps_sparsemed"])
+    clean = checked(files["clean_rollmed"])
     # 10 % of the frames jump by 4-6 grey levels
     assert rollmed.flicker and sparsemed.flicker and not clean.flicker
     assert 0.05 < rollmed.flicker_fraction < 0.15
@@ -134,8 +141,9 @@ def test_exit_status_and_report(files):
     flicker = run_cli(files["jumps_rollmed"])
     assert flicker.exit_code == 1 and "flicker NOT corrected" in flicker.output
     assert "bg_off" in flicker.output
-    passed = run_cli(files["clean_sparsemed"])
+    passed = run_cli(files["jumps_sparsemed"])
     assert passed.exit_code == 0 and "PASS" in passed.output
+    assert "flicker corrected by bg_off" in passed.output
 
 
 def test_json_contract(files):
@@ -151,7 +159,11 @@ def test_json_contract(files):
         assert len(events[key]) == N_FRAMES
     assert sum(events["ghost"]) == data["ghost_events"]
     assert data["thresholds"]["ghost_levels"] == 6
-    clean = json.loads(run_cli("--json", files["jumps_sparsemed"]).output)
+    # the same as the Python function's result
+    assert data == json.loads(
+        json.dumps(result_to_dict(checked(files["dense_rollmed"])))
+    )
+    clean = result_to_dict(checked(files["jumps_sparsemed"]))
     assert clean["verdict"] == "pass" and clean["flicker"] is True
     assert 0 <= clean["ghost_fraction"] <= 0.05
 
