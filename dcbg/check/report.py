@@ -124,60 +124,49 @@ def _problems(result: CheckResult) -> list[str]:
 
 
 def result_to_dict(result: CheckResult) -> dict:
-    """The JSON object of ``dcbg check --json``
+    """The JSON object of ``dcbg check --json`` (JSON-ready types only)
 
-    Keys
-    ----
-    path: str
-        The file checked
-    verdict: str
-        "pass", or "problem" (ghosts in more than ``GHOST_FRACTION_LIMIT``
-        of the events, or flicker the background does not correct)
-    problems: list of str
-        "ghosts", "flicker not corrected"
-    ghost_fraction: float
-        0-1, fraction of the judged events whose background (``image_bg +
-        bg_off``) holds a ghost: it deviates from the file's robust
-        reference by more than ``ghost_levels`` grey levels over at least
-        ``ghost_min_pixels`` pixels of the channel band; 0 if no event
-        could be judged
-    ghosts_judged: bool
-        False if too few distinct frames (``min_reference_frames``) to
-        judge ghosts
-    judged_fraction: float
-        Fraction of the channel band in which the reference was certain
-        enough to judge (lowest over the segments)
-    ghost_events: int
-        Events found with a ghost
-    flicker: bool
-        The frames flicker: at least ``flicker_min_frames`` and more than
-        ``flicker_min_fraction`` of the events jump in brightness by more
-        than ``flicker_levels`` grey levels against their running median
-    flicker_fraction: float
-        Fraction of the checked events that jump
-    flicker_corrected: bool
-        False if ``image - image_bg - bg_off`` still jumps by that rule
-    residual_flicker_fraction: float
-        Fraction of the checked events whose corrected image jumps
-    has_bg_off: bool
-        Whether the file has ``bg_off``
-    ppid: str or null
-        The background's pipeline identifier, if the file names it
-    event_count, events_checked: int
-        Events in the file, events checked
-    ghost_ranges: list of objects
-        ``first_event``, ``last_event``, ``events``, ``start_s``, ``stop_s``
-        of each run of ghosted events (times null without a time axis)
-    advice: list of str
-        What to use instead
-    thresholds: object
-        The constants the verdict used
-    events: object of equal-length lists, one entry per checked event
-        ``index`` (0-based event index), ``judged``, ``ghost``,
-        ``ghost_pixels``, ``max_deviation`` (grey levels, channel band),
-        ``frame_offset`` and ``residual_offset`` (brightness against its
-        running median, grey levels, of the frame and of the corrected
-        image), ``time`` (seconds, or null)
+    Returns
+    -------
+    dict
+        With the keys:
+
+        - ``path`` (str): the file checked
+        - ``verdict`` (str): "pass", or "problem" (ghosts in more than
+          ``GHOST_FRACTION_LIMIT`` of the events, or flicker the background
+          does not correct); ``problems``: list of "ghosts", "flicker not
+          corrected"
+        - ``ghost_fraction`` (float, 0-1): fraction of the judged events
+          whose background (``image_bg + bg_off``) holds a ghost: it
+          deviates from the file's robust reference by more than
+          ``ghost_levels`` grey levels over at least ``ghost_min_pixels``
+          pixels of the channel band; 0 if no event could be judged
+        - ``ghosts_judged`` (bool): False if too few distinct frames
+          (``min_reference_frames``) to judge ghosts; ``judged_fraction``
+          (float): share of the channel band in which the reference was
+          certain enough to judge (lowest over the segments);
+          ``ghost_events`` (int): events found with a ghost
+        - ``flicker`` (bool): the frames flicker: at least
+          ``flicker_min_frames`` and more than ``flicker_min_fraction`` of
+          the events jump in brightness by more than ``flicker_levels``
+          grey levels against their running median; ``flicker_fraction``:
+          the fraction that jumps
+        - ``flicker_corrected`` (bool): False if ``image - image_bg -
+          bg_off`` still jumps by that rule; ``residual_flicker_fraction``
+        - ``has_bg_off`` (bool), ``ppid`` (str or None: the background's
+          pipeline identifier), ``event_count`` and ``events_checked``
+          (int)
+        - ``ghost_ranges``: list of ``first_event``, ``last_event``,
+          ``events``, ``start_s``, ``stop_s`` of each range of ghosted
+          events (times None without a time axis)
+        - ``advice``: list of str, what to use instead
+        - ``thresholds``: the constants the verdict used
+        - ``events``: equal-length lists, one entry per checked event:
+          ``index`` (0-based), ``judged``, ``ghost``, ``ghost_pixels``,
+          ``max_deviation`` (grey levels, channel band), ``frame_offset``
+          and ``residual_offset`` (brightness against its running median,
+          grey levels, of the frame and of the corrected image), ``time``
+          (seconds, or None)
     """
     events = result.events
 
