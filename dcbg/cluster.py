@@ -40,6 +40,11 @@ from .feat.feat_background import resolve_method
 from .feat.feat_background.base import cpu_count
 from .io.conventions import default_output_path, read_output_ppid
 from .io.transaction import reserve_output
+from .local_cluster import (
+    kill_cluster_workers,
+    remove_stopped_attempts,
+    start_local_cluster,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -373,18 +378,8 @@ def _get_client(client, scheduler_address, n_workers, threads_per_worker):
         n_workers, threads_per_worker = local_cluster_size(
             n_workers, threads_per_worker
         )
-        # Processes, not threads: a crashing worker cannot take the client
-        # down, and h5py serialises HDF5 calls within a process.
-        with (
-            distributed.LocalCluster(
-                n_workers=n_workers,
-                threads_per_worker=threads_per_worker,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=None,
-            ) as cluster,
-            distributed.Client(cluster) as new_client,
-        ):
+        cluster, new_client = start_local_cluster(n_workers, threads_per_worker)
+        with cluster, new_client:
             yield new_client
 
 
@@ -592,8 +587,15 @@ def process_many(
             if not isinstance(exc, KeyboardInterrupt):
                 raise
             interrupted = exc
+            if client is None and scheduler_address is None:
+                # Dask cannot stop a running task: its worker would finish
+                # it (minutes for a large file) before the cluster closes.
+                # The local workers are ended instead; what their tasks
+                # were writing is removed below.
+                kill_cluster_workers(cl)
         else:
             return results
+    remove_stopped_attempts([outputs[index] for index in todo])
     # Tasks that were running when the batch was stopped may have finished
     # (their output was moved into place) or not (their output path was
     # left as it was): the outputs on disk tell which.

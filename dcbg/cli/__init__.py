@@ -1,33 +1,41 @@
 """The ``dcbg`` command: list methods, compute backgrounds, plot results
 
-:func:`main` takes over SIGINT and SIGTERM before it imports anything
-heavy: a signal during start-up ends the command with exit status 130
-(143), as one during the computation does.
+:func:`main` takes over the stop signals (SIGINT, SIGTERM, SIGHUP; SIGBREAK
+on Windows) before it imports anything heavy: a signal during start-up
+ends the command with exit status 128 + its number (130, 143, 129), as
+one during the computation does.
 """
 
 import os
 import signal
 import sys
 
+from .. import stop
+
 #: exit status of a command stopped by a signal (shell convention)
-EXIT_STATUS_BASE = 128
+EXIT_STATUS_BASE = stop.EXIT_STATUS_BASE
 
 
 def _exit_on_signal(signum, frame):
+    # A stop under way (its message is being printed) or a command whose
+    # outcome is decided (its output complete) ends as it is ending.
+    if not stop.note_request(signum) or stop.finished():
+        return
     sys.exit(EXIT_STATUS_BASE + signum)
 
 
 def _stop_signals() -> tuple:
-    # as dcbg.io.transaction.stop_signals, without importing dcbg.io (numpy,
-    # h5py) before the handlers are set
-    names = ("SIGINT", "SIGTERM", "SIGBREAK")
-    return tuple(getattr(signal, name) for name in names if hasattr(signal, name))
+    return stop.STOP_SIGNALS
 
 
 def main(args=None):
     """Entry point of the ``dcbg`` console script and ``python -m dcbg``"""
+    stop.reset()
     for signum in _stop_signals():
-        signal.signal(signum, _exit_on_signal)
+        # a signal ignored from the start stays ignored (nohup: SIGHUP;
+        # a background job of a script: SIGINT)
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _exit_on_signal)
     from .main import main as run
 
     status = 0

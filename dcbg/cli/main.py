@@ -1,4 +1,4 @@
-"""The ``dcbg`` command group: ``methods``, ``compute`` and ``plot``
+"""The ``dcbg`` command group: ``methods``, ``compute``, ``plot``, ``check``
 
 The commands are a thin layer over the Python API: they parse and check
 arguments, show progress and turn the API's exceptions into one-line
@@ -15,13 +15,14 @@ import time
 
 import click
 
-from .. import ppid
+from .. import ppid, stop
 from .._version import __version__
 from ..feat.feat_background import get_available_background_methods
 from ..io.conventions import default_output_path
 from ..io.rtdc import check_input_path, check_output_dir, same_file
 from ..io.transaction import reserve_output
 from .batch import make_batch_command
+from .check import make_check_command
 from .options import (
     basin_options,
     collect_method_kwargs,
@@ -36,7 +37,9 @@ from .runtime import (
     ProgressDisplay,
     command_guard,
     configure_logging,
+    echo_result,
     errors_as_messages,
+    finish_when,
     progress_style,
     resolve_method,
     with_option_names,
@@ -142,6 +145,9 @@ def _compute_reserved(
             allow_remote_basins=allow_remote_basins,
             **kwargs,
         ) as bg:
+            # the commit decides the outcome: a signal after it is no stop
+            finish_when(lambda: bg.committed)
+            stop.pause_point("computing")  # a test hook, see dcbg.stop
             with ProgressDisplay(bg.get_progress, bg.image_count, progress_style):
                 compute_start = time.perf_counter()
                 bg.process()
@@ -312,7 +318,8 @@ def make_compute_command(methods: dict | None = None) -> click.Command:
                 basin_root=basin_root,
                 allow_remote_basins=allow_remote_basins,
             )
-        click.echo(summary)
+        stop.pause_point("finished")  # a test hook, see dcbg.stop
+        echo_result(summary)
 
     for kwarg in method_kwargs.values():
         compute.params.append(make_click_option(kwarg))
@@ -387,6 +394,7 @@ def make_cli(methods: dict | None = None) -> click.Group:
     cli.add_command(make_compute_command(methods))
     cli.add_command(make_plot_command())
     cli.add_command(make_batch_command(methods))
+    cli.add_command(make_check_command())
     return cli
 
 

@@ -2,8 +2,9 @@
 
 The policy shared by every command: errors become one-line messages
 (exit status 1, click's 2 for wrong usage), warnings one line each,
-SIGINT/SIGTERM a clean stop with exit status 130/143 (a second one ends
-the process at once), progress a bar or a few lines on stderr, and the
+SIGINT/SIGTERM/SIGHUP a clean stop with exit status 130/143/129 (see
+:class:`StopOnSignals`; a Ctrl-C pressed again later ends the process at
+once), progress a bar or a few lines on stderr, and the
 method with its keyword arguments comes from ``--ppid`` or ``--method``
 with options.
 """
@@ -11,6 +12,7 @@ with options.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -22,9 +24,9 @@ import warnings
 
 import click
 
-from .. import ppid
+from .. import ppid, stop
 from ..feat.feat_background.base import resolve_method as resolve_ppid_or_method
-from ..io.transaction import STOP_SIGNALS
+from ..stop import EXIT_STATUS_BASE, STOP_SIGNALS
 from .options import MethodKwarg
 
 #: click settings of every command: -h as --help, help text up to 100 columns
@@ -42,7 +44,15 @@ class Interrupted(click.ClickException):
 
     def __init__(self, message: str, signum: int = signal.SIGINT):
         super().__init__(message)
-        self.exit_code = 128 + int(signum)
+        self.exit_code = EXIT_STATUS_BASE + int(signum)
+
+    def show(self, file=None):
+        # after SIGHUP the terminal is gone (EIO), after `| head` stderr
+        # may be a closed pipe: the exit status still tells what happened
+        try:
+            super().show(file)
+        except OSError:
+            discard_stream(sys.stderr)
 
 
 def one_line(text: str) -> str:
@@ -96,12 +106,20 @@ def show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 class StopOnSignals:
-    """Turn the first SIGINT or SIGTERM into a KeyboardInterrupt
+    """Turn a stop signal into one clean stop (a KeyboardInterrupt)
 
-    The first signal starts a clean stop (worker threads end, the staged
-    output is removed, the output path stays as it was). A second signal
-    ends the process at once, as a second Ctrl-C should; what it leaves
-    (a hidden staged file) is removed by the next run for that output.
+    The first SIGINT, SIGTERM, SIGHUP or SIGBREAK starts a clean stop
+    (worker threads end, the staged output is removed, the output path
+    stays as it was). Signals that belong to the same stop request (see
+    :func:`dcbg.stop.escalates`: the group send of ``timeout``, a closing
+    terminal, any repeat within :data:`dcbg.stop.STOP_GRACE_S`) are noted
+    and change nothing. A Ctrl-C pressed again later ends the process at
+    once (:func:`dcbg.stop.exit_at_once`), removing the staged output and
+    the lock file first.
+
+    Once :meth:`finish_when` says the output is complete (moved into
+    place), a signal no longer interrupts: the command ends as if it had
+    not come, with the summary and exit status 0.
 
     Attributes
     ----------
@@ -111,28 +129,75 @@ class StopOnSignals:
 
     SIGNALS = STOP_SIGNALS
 
+    #: the instance whose handlers are installed (see :func:`finish_when`)
+    active = None
+
     def __init__(self):
         self.signum = None
         self._previous = {}
+        self._done = None
+
+    def finish_when(self, done):
+        """From when ``done()`` is true on, a signal does not interrupt"""
+        self._done = done
+
+    def is_done(self) -> bool:
+        """Whether the command's output is complete (see :meth:`finish_when`)"""
+        if stop.finished():
+            return True
+        try:
+            return bool(self._done is not None and self._done())
+        except Exception:  # noqa: BLE001 (a half-built object: not done)
+            return False
 
     def _handle(self, signum, frame):
-        if self.signum is not None:
-            os.write(2, b"Stopped at once (second interrupt)\n")
-            os._exit(128 + int(signum))
+        if not stop.note_request(signum):
+            if stop.escalates(signum):
+                done = self.is_done()
+                stop.exit_at_once(
+                    0 if done else EXIT_STATUS_BASE + int(signum),
+                    "Stopped at once (second interrupt)"
+                    + ("; the output was already complete" if done else ""),
+                )
+            return  # the same stop request: it is under way
         self.signum = signum
+        if self.is_done():
+            return  # the output is complete: finish as if nothing came
         raise KeyboardInterrupt
 
     def __enter__(self):
+        stop.reset()
+        StopOnSignals.active = self
         # signal handlers can only be set from the main thread
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
+                # an ignored signal (nohup: SIGHUP) stays ignored
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            # the command ends normally: a signal from now on only gets
+            # noted (also by the handler of dcbg.cli.main, restored here)
+            stop.mark_finished()
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+        if StopOnSignals.active is self:
+            StopOnSignals.active = None
+
+
+def finish_when(done):
+    """Tell the running command's signal handler when its output is complete
+
+    From when ``done()`` is true on (the output was moved into place), a
+    signal does not interrupt the command: it ends with its summary and
+    exit status 0, as the file on disk is complete. Does nothing outside
+    :func:`command_guard`.
+    """
+    if StopOnSignals.active is not None:
+        StopOnSignals.active.finish_when(done)
 
 
 @contextlib.contextmanager
@@ -140,22 +205,55 @@ def command_guard(debug: bool, interrupted: str):
     """The run of a command: errors as messages, Ctrl-C as `Interrupted`
 
     Errors become one-line messages (tracebacks with `debug`), warnings
-    are shown one line each, and SIGINT/SIGTERM stop the work and exit
-    with `Interrupted` carrying the message `interrupted`.
+    are shown one line each, and SIGINT/SIGTERM/SIGHUP stop the work and
+    exit with `Interrupted` carrying the message `interrupted`. Yields the
+    :class:`StopOnSignals` of the command (see its ``finish_when``).
     """
     with (
         errors_as_messages(debug),
         warnings.catch_warnings(),
-        StopOnSignals() as stop,
+        StopOnSignals() as stop_guard,
     ):
         warnings.showwarning = show_warning
         try:
-            yield
+            yield stop_guard
         except KeyboardInterrupt as exc:
-            signum = stop.signum or signal.SIGINT
+            signum = stop_guard.signum or stop.requested() or signal.SIGINT
             # the work may say more exactly what was kept
             message = exc.args[0] if exc.args else interrupted
             raise Interrupted(message, signum=signum) from None
+
+
+def echo_result(text: str):
+    """Print `text` on stdout; a closed stdout (``| head``) is no failure
+
+    The command's work is done when it prints its result: if the reader
+    of stdout went away (EPIPE) or the terminal was closed (EIO), the rest
+    of stdout goes to the null device (as Python's documentation on
+    SIGPIPE recommends) and the command still ends with status 0.
+    """
+    try:
+        click.echo(text)
+        sys.stdout.flush()
+    except OSError as exc:
+        if exc.errno not in CLOSED_STREAM_ERRNOS:
+            raise
+        discard_stream(sys.stdout)
+
+
+#: errno values of a write to a stream whose reader is gone: a closed pipe
+#: (EPIPE), a terminal that was hung up (EIO)
+CLOSED_STREAM_ERRNOS = (errno.EPIPE, errno.EIO)
+
+
+def discard_stream(stream):
+    """Send what is still written to `stream` (stdout, stderr) to devnull"""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, stream.fileno())
+        finally:
+            os.close(null)
 
 
 def progress_style(quiet: bool) -> str:
@@ -227,13 +325,26 @@ class ProgressDisplay:
         if exc_type is None:
             self._show(1.0)
         if self._bar is not None:
-            self._bar.close()
+            with contextlib.suppress(OSError):
+                self._bar.close()
 
     def _poll(self):
         while not self._stop.wait(self.poll_interval):
             self._show(self.get_progress())
 
     def _show(self, fraction: float):
+        try:
+            self._show_on_stderr(fraction)
+        except OSError as exc:
+            if exc.errno not in CLOSED_STREAM_ERRNOS:
+                raise
+            # nobody reads stderr any more (a closed pipe, a closed
+            # terminal): the computation goes on without progress
+            self.style = "none"
+            self._bar = None
+            discard_stream(sys.stderr)
+
+    def _show_on_stderr(self, fraction: float):
         done = round(fraction * self.total_frames)
         if self._bar is not None:
             self._bar.update(done - self._bar.n)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import pathlib
@@ -18,6 +19,7 @@ import weakref
 import h5py
 import numpy as np
 
+from .. import stop
 from .._version import __version__
 from .basins import (
     BasinPolicy,
@@ -347,6 +349,10 @@ class OutputFile:
         self._lock.acquire()
         self.staged_path = staged_path(self.target)
         self._finalizer = weakref.finalize(self, _abandon, self.staged_path, self._lock)
+        # a stop at once (a later Ctrl-C) removes the staged file too
+        self._abrupt_cleanup = stop.add_abrupt_cleanup(
+            functools.partial(_remove_file, self.staged_path)
+        )
         try:
             # we hold the lock: staged files of this output are leftovers
             # of killed runs
@@ -639,11 +645,13 @@ class OutputFile:
             keep_ownership(self.staged_path, self._replaced_stat)
         if release_input is not None:
             release_input()
-        # One rename; SIGINT/SIGTERM wait until it is done, so that the
+        stop.pause_point("committing")  # a test hook, see dcbg.stop
+        # One rename; the stop signals wait until it is done, so that the
         # message after an interrupt says what is on disk.
         with signals_deferred():
             move_into_place(self.staged_path, self.target, self._expected)
             self.committed = True
+        stop.pause_point("committed")  # a test hook, see dcbg.stop
         self.h5 = h5py.File(self.target, "r")
 
     def discard(self):
@@ -663,6 +671,7 @@ class OutputFile:
             self.h5.close()
         self._lock.release()
         self._finalizer.detach()
+        stop.discard_abrupt_cleanup(self._abrupt_cleanup)
 
 
 def basin_file_locations(basin: pathlib.Path, referrer: pathlib.Path) -> list[str]:

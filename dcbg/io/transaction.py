@@ -43,6 +43,7 @@ import threading
 import time
 import uuid
 
+from .. import stop
 from .lockfile import (
     # raised by WriterLock.acquire: importable here with the other errors
     UnsafeLockFileError as UnsafeLockFileError,
@@ -337,6 +338,23 @@ _HELD_IN_PROCESS: dict[str, WriterLock] = {}
 _REGISTRY_GUARD = threading.Lock()
 
 
+def abandon_held_locks():
+    """Remove the lock files this process holds, as it ends at once
+
+    Registered with :func:`dcbg.stop.add_abrupt_cleanup`; runs in a signal
+    handler, so it takes no lock (the interrupted thread may hold one).
+    The operating system drops the locks themselves with the process.
+    """
+    for lock in list(_HELD_IN_PROCESS.values()):
+        fd = lock._fd
+        with contextlib.suppress(OSError, TypeError):
+            if lock._locking.unlink_while_locked and _same_inode(fd, lock.path):
+                lock.path.unlink()
+
+
+stop.add_abrupt_cleanup(abandon_held_locks)
+
+
 def _registry_key(path: pathlib.Path) -> str:
     return os.path.normcase(os.path.abspath(path))
 
@@ -499,10 +517,11 @@ def _move_no_clobber(source: pathlib.Path, target: pathlib.Path, platform: str):
 def stop_signals(signals=signal) -> tuple:
     """The signals that stop a run where `signals` (the module) has them
 
-    Ctrl-C (SIGINT) and SIGTERM everywhere, and on Windows Ctrl-Break
-    (SIGBREAK), which is how a console stops a program there.
+    Ctrl-C (SIGINT) and SIGTERM everywhere, SIGHUP (the terminal was
+    closed) on POSIX, and on Windows Ctrl-Break (SIGBREAK), which is how a
+    console stops a program there (closing the console window too).
     """
-    names = ("SIGINT", "SIGTERM", "SIGBREAK")
+    names = ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK")
     return tuple(getattr(signals, name) for name in names if hasattr(signals, name))
 
 
@@ -512,13 +531,15 @@ STOP_SIGNALS = stop_signals()
 
 @contextlib.contextmanager
 def signals_deferred():
-    """Hold SIGINT/SIGTERM back while a short step must not be cut
+    """Hold the stop signals back while a short step must not be cut
 
     A signal that arrives inside the block is delivered to the previous
-    handler when the block ends; a second one ends the process at once
-    (exit status 128 + signal number), as a second Ctrl-C always does.
-    Outside the main thread (where Python cannot set handlers) this does
-    nothing.
+    handler when the block ends, further ones are part of the same stop:
+    the step (the commit's rename) is never cut, so the handler then
+    knows whether the output was moved into place, and the command's
+    message and exit status say what is on disk. Outside the main thread
+    (where Python cannot set handlers) this does nothing; an ignored
+    signal (``nohup``) stays ignored.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -527,10 +548,12 @@ def signals_deferred():
 
     def defer(signum, frame):
         received.append(signum)
-        if len(received) > 1:
-            os._exit(128 + signum)
 
-    previous = {sig: signal.signal(sig, defer) for sig in STOP_SIGNALS}
+    previous = {
+        sig: signal.signal(sig, defer)
+        for sig in STOP_SIGNALS
+        if signal.getsignal(sig) is not signal.SIG_IGN
+    }
     try:
         yield
     finally:
