@@ -203,6 +203,19 @@ def test_input_errors_exit_2(tmp_path, files):
         check_background(files["clean_rollmed"], max_events=0)
 
 
+def test_bad_bg_off_is_an_input_error(tmp_path):
+    import h5py
+
+    path = make_synthetic_measurement(
+        tmp_path / "nan.rtdc", 40, with_image_bg=True, cells_per_frame=1
+    )
+    with h5py.File(path, "a") as h5:
+        h5["events/bg_off"][3] = np.nan
+    outcome = run_cli(path)
+    assert outcome.exit_code == 2
+    assert "'bg_off'" in outcome.output and "not finite" in outcome.output
+
+
 def test_basin_root_confines_file_basins(tmp_path, files):
     # the output's image is in its input, a file basin outside the root
     root = tmp_path / "root"

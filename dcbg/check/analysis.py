@@ -354,6 +354,17 @@ def _check_open(ds, path, max_events, map_event) -> CheckResult:
     )
     frame_numbers = np.asarray(ds["frame"][:]) if "frame" in ds else None
     time = np.asarray(ds["time"][:], dtype=np.float64) if "time" in ds else None
+    for name, values in (("bg_off", bg_off), ("frame", frame_numbers), ("time", time)):
+        if values is not None and values.shape != (count,):
+            raise ValueError(
+                f"File '{path}': feature '{name}' has shape {values.shape}; "
+                f"expected one value per event ({count})"
+            )
+    if not np.all(np.isfinite(bg_off)):
+        raise ValueError(
+            f"File '{path}': feature 'bg_off' holds values that are not finite; "
+            f"expected brightness offsets in grey levels"
+        )
 
     height = shape[0]
     band = channel_band(height)
