@@ -427,7 +427,8 @@ def test_plot_command_writes_png(cytoshot, tmp_path):
     with Image.open(png) as image:
         assert image.format == "PNG"
         assert image.size[0] == 1000
-        assert 800 < image.size[1] < 1400
+        # four image rows (frame, background, corrected, ghost map) + bg_off
+        assert 1100 < image.size[1] < 1700
 
     custom = tmp_path / "figure.png"
     result = run_cli("plot", output, "-o", custom, "--dpi", 50)
