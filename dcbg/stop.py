@@ -1,10 +1,10 @@
 """A stop request (a signal) as state of the process, and stopping at once
 
 The ``dcbg`` commands stop cleanly on SIGINT (Ctrl-C), SIGTERM, SIGHUP (the
-terminal was closed) and, on Windows, SIGBREAK (Ctrl-Break or closing the
-console window): see :class:`dcbg.cli.runtime.StopOnSignals`. This module
-holds what that policy needs beyond one ``KeyboardInterrupt``, without
-importing anything heavy (the command takes over the signals first):
+terminal was closed) and, on Windows, SIGBREAK (Ctrl-Break): see
+:class:`dcbg.cli.runtime.StopOnSignals`. This module holds what that
+policy needs beyond one ``KeyboardInterrupt``, without importing anything
+heavy (the command takes over the signals first):
 
 - :func:`note_request` records the stop request, so that code which cannot
   see the ``KeyboardInterrupt`` (it was raised in a ``__del__`` or a weak
@@ -35,9 +35,9 @@ import time
 
 #: names of the signals that stop a run, where the platform has them:
 #: Ctrl-C, termination (``kill``, ``timeout``, service managers), hang-up
-#: (the terminal was closed; POSIX only) and Ctrl-Break or closing the
-#: console window (Windows only, where Python maps CTRL_CLOSE_EVENT and
-#: CTRL_BREAK_EVENT to SIGBREAK)
+#: (the terminal was closed; POSIX only) and Ctrl-Break (Windows only;
+#: closing the console window arrives as SIGBREAK too, but Windows ends
+#: the process right after, see docs/file_safety.rst)
 STOP_SIGNAL_NAMES = ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK")
 
 #: signals a person sends by pressing keys again (Ctrl-C, Ctrl-Break):

@@ -35,7 +35,7 @@ import psutil
 import pytest
 from faults import file_digest
 
-from dcbg.stop import STOP_GRACE_S
+slow = pytest.mark.slow
 
 #: a clean stop must end the run within this many seconds (issue 11)
 EXIT_DEADLINE_S = 3.0
@@ -51,6 +51,9 @@ GROUP_SEND_GAP_S = 0.05
 QUICK_REPEAT_S = 0.2
 #: how long a run that must go on is watched before it is stopped
 STILL_RUNNING_S = 0.5
+#: dcbg.stop.STOP_GRACE_S, the window of one stop request (checked in
+#: the test that waits it out)
+STOP_GRACE_S = 1.0
 PPID_ARGS = ["--method", "rollmed", "--kernel-size", "4"]
 
 
@@ -224,15 +227,25 @@ def test_nohup_keeps_sighup_ignored(job):
 # --- 12: one stop request, several signals ---------------------------------
 
 
+#: (mode, signal, gap) of the default run; the slow run has every pair
+ONE_REQUEST_CASES = [
+    pytest.param("new", signal.SIGTERM, GROUP_SEND_GAP_S, id="new-timeout-SIGTERM"),
+    pytest.param("inplace", signal.SIGTERM, GROUP_SEND_GAP_S, id="inplace-SIGTERM"),
+    pytest.param("new", signal.SIGHUP, GROUP_SEND_GAP_S, id="new-hangup-SIGHUP"),
+    pytest.param("inplace", signal.SIGINT, QUICK_REPEAT_S, id="inplace-quick-SIGINT"),
+]
+SLOW_ONE_REQUEST_CASES = [
+    pytest.param(mode, signum, gap, id=f"{mode}-{signum.name}", marks=pytest.mark.slow)
+    for mode, signum, gap in [
+        ("inplace", signal.SIGHUP, GROUP_SEND_GAP_S),
+        ("new", signal.SIGINT, QUICK_REPEAT_S),
+    ]
+]
+
+
 @pytest.mark.parametrize(
-    ("signum", "gap"),
-    [
-        pytest.param(signal.SIGTERM, GROUP_SEND_GAP_S, id="timeout-SIGTERM"),
-        pytest.param(signal.SIGHUP, GROUP_SEND_GAP_S, id="hangup-SIGHUP"),
-        pytest.param(signal.SIGINT, QUICK_REPEAT_S, id="quick-SIGINT"),
-    ],
+    ("mode", "signum", "gap"), ONE_REQUEST_CASES + SLOW_ONE_REQUEST_CASES
 )
-@pytest.mark.parametrize("mode", ["new", "inplace"])
 def test_signals_of_one_stop_request_are_one_clean_stop(job, mode, signum, gap):
     folder, inp, digest = job
     args, out = compute_args(inp, mode)
@@ -273,6 +286,7 @@ def test_only_a_later_ctrl_c_stops_at_once_and_it_removes_the_files(tmp_path):
     with open(err_path, "w") as err:
         proc = subprocess.Popen(
             [sys.executable, "-c", HANGING_STOP, str(out)],
+            cwd=tmp_path,
             stderr=err,
             start_new_session=True,
         )
@@ -306,16 +320,41 @@ def test_only_a_later_ctrl_c_stops_at_once_and_it_removes_the_files(tmp_path):
     assert "Stopped at once" in err_path.read_text()
     assert hidden_files(tmp_path) == []
     assert not out.exists()
+    from dcbg import stop
+
+    assert stop.STOP_GRACE_S == STOP_GRACE_S
 
 
 # --- 15: the commit decides ------------------------------------------------
 
 
-@pytest.mark.parametrize("point", ["committed", "finished"])
-@pytest.mark.parametrize(
-    "signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"]
-)
-@pytest.mark.parametrize("mode", ["new", "inplace"])
+#: (mode, signal, point) of the default run: each mode, signal and point
+#: (in place: the case issue 18 saw); the slow run has all 8 combinations
+DEFAULT_AFTER_COMMIT = {
+    ("inplace", signal.SIGINT, "committed"),
+    ("new", signal.SIGTERM, "committed"),
+    ("new", signal.SIGINT, "finished"),
+    ("inplace", signal.SIGTERM, "finished"),
+}
+
+
+def after_commit_cases():
+    """(mode, signal, point): half in the default run, all with -m slow"""
+    return [
+        pytest.param(
+            mode,
+            signum,
+            point,
+            id=f"{mode}-{signum.name}-{point}",
+            marks=[] if (mode, signum, point) in DEFAULT_AFTER_COMMIT else [slow],
+        )
+        for mode in ("new", "inplace")
+        for signum in (signal.SIGINT, signal.SIGTERM)
+        for point in ("committed", "finished")
+    ]
+
+
+@pytest.mark.parametrize(("mode", "signum", "point"), after_commit_cases())
 def test_signal_after_the_commit_finishes_with_wrote_and_0(job, mode, signum, point):
     from dcbg.io.conventions import read_output_ppid
 
@@ -431,8 +470,11 @@ def test_batch_ctrl_c_while_the_cluster_starts(tmp_path, cytoshot):
 
 @pytest.mark.parametrize(
     "signum",
-    [signal.SIGINT, signal.SIGHUP, signal.SIGTERM],
-    ids=["SIGINT", "SIGHUP", "SIGTERM"],
+    [
+        pytest.param(signal.SIGINT, id="SIGINT"),
+        pytest.param(signal.SIGHUP, id="SIGHUP"),
+        pytest.param(signal.SIGTERM, id="SIGTERM", marks=slow),
+    ],
 )
 def test_batch_stopped_through_the_group_while_a_task_writes(
     tmp_path, cytoshot, signum
