@@ -23,8 +23,11 @@ dcnum is an optional dependency: ``pip install "dcbg[dcnum]"``.
 
 import contextlib
 import logging
+import sys
 import threading
+import warnings
 
+from ._version import __version__
 from .feat.feat_background import get_available_background_methods
 from .ppid import PPID_GENERATION
 
@@ -60,22 +63,33 @@ _saved: dict = {}
 
 
 class _DcnumLogForwarder(logging.Handler):
-    """Hand dcbg's log records to the handlers of dcnum's logger
+    """Hand dcbg's log records to dcnum's log handlers while active
 
     Records keep their logger name (``dcbg.feat.feat_background...``), so
-    dcnum's job log shows which lines came from dcbg. They reach only the
-    handlers attached to the ``dcnum`` logger itself (the runner attaches
-    its log file there), not the root logger's, which already receives
-    them through dcbg's own logger: nothing is logged twice.
+    dcnum's job log shows which lines came from dcbg. Every record reaches
+    the handlers of the ``dcnum`` logger (the runner's log file, i.e. the
+    ``dcnum-log-*`` log of the output). dcbg's logger does not propagate
+    while active; records below WARNING go on to the root logger's
+    handlers here (where an application such as ``chipstream-cli
+    --verbose`` shows dcnum's lines). A warning is shown once, as the
+    Python warning dcbg issues with it (see
+    :func:`dcbg.feat.feat_background.base.warn`): the root handlers do not
+    print it a second time.
     """
 
     def emit(self, record):
         target = logging.getLogger(DCNUM_LOGGER)
-        if not target.isEnabledFor(record.levelno):
-            return
-        for handler in list(target.handlers):
-            if record.levelno >= handler.level:
-                handler.handle(record)
+        if target.isEnabledFor(record.levelno):
+            _handle(target.handlers, record)
+        if record.levelno < logging.WARNING:
+            _handle(logging.getLogger().handlers, record)
+
+
+def _handle(handlers, record):
+    """Let each of `handlers` whose level admits `record` handle it"""
+    for handler in list(handlers):
+        if record.levelno >= handler.level:
+            handler.handle(record)
 
 
 def dcbg_background_methods():
@@ -114,7 +128,40 @@ class RunnerMethod:
         output_path = pathlib.Path(output_path)
         if isinstance(input_data, (str, os.PathLike)) and not output_path.exists():
             create_with_basins(path_out=output_path, basin_paths=[input_data])
-        return self.cls(input_data, output_path, *args, **kwargs)
+        caller = sys._getframe(1)
+        with warnings.catch_warnings(record=True) as caught:
+            method = self.cls(input_data, output_path, *args, **kwargs)
+        # a warning of the constructor points to where dcnum's runner
+        # constructs the method, as a warning of dcnum's own class would
+        for warning in caught:
+            warnings.warn_explicit(
+                warning.message,
+                warning.category,
+                caller.f_code.co_filename,
+                caller.f_lineno,
+                module=caller.f_globals.get("__name__"),
+                registry=caller.f_globals.setdefault("__warningregistry__", {}),
+            )
+        log_computed_by_dcbg(method)
+        return method
+
+
+def log_computed_by_dcbg(method):
+    """Record in the job's log that dcbg computes its background
+
+    One INFO line of the ``dcbg.dcnum`` logger, forwarded to dcnum's job
+    log (the ``dcnum-log-*`` log of the output), with the versions of
+    dcbg and dcnum, dcbg's method class and its PPID.
+    """
+    import dcnum
+
+    cls = type(method)
+    logging.getLogger(__name__).info(
+        f"Background computed by dcbg {__version__} "
+        f"({cls.__module__}.{cls.__qualname__}, {method.get_ppid()}, "
+        f"pipeline generation {PPID_GENERATION}) in place of dcnum "
+        f"{getattr(dcnum, '__version__', '?')}'s method (dcbg.dcnum.use_dcbg)"
+    )
 
 
 def runner_background_methods():
@@ -159,6 +206,95 @@ def _check_dcnum():
     return modules
 
 
+#: how a script protects the code that runs dcnum's job (Python's
+#: "safe importing of the main module" for the spawn start method)
+MAIN_GUARD = 'if __name__ == "__main__":'
+
+
+def _refuse_unguarded_main():
+    """Fail at once where dcnum's worker processes would rerun the job
+
+    dcnum's job runner starts its workers with the "spawn" method: each
+    worker imports the main script again. Code that runs the job at the
+    top level of the script, outside `MAIN_GUARD`, then runs once more in
+    every worker, which cannot start processes while it is starting, and
+    dcnum's runner can end without output and without an error. This
+    raises in the script's own process before anything runs, and in a
+    worker that imports such a script.
+
+    Raises
+    ------
+    RuntimeError
+        If called while a worker process imports the main script, or from
+        top-level code of the main script outside `MAIN_GUARD`
+    """
+    import multiprocessing
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise RuntimeError(
+            f"dcbg.dcnum.use_dcbg() ran while a worker process imported the "
+            f"main script: the script that runs dcnum's job must run it "
+            f"under '{MAIN_GUARD}'"
+        )
+    script, line = _main_script_position()
+    if script is not None and not _is_guarded(script, line):
+        raise RuntimeError(
+            f"dcbg.dcnum.use_dcbg() runs from top-level code of the script "
+            f"'{script}' (line {line}) outside '{MAIN_GUARD}': dcnum's job "
+            f"runner starts worker processes that import the script again and "
+            f"would run the job once more; put the code that runs the job "
+            f"under '{MAIN_GUARD}'"
+        )
+
+
+def _main_script_position():
+    """(file, line) the main script's top-level code runs, or (None, None)
+
+    None where no script's top-level code is on the stack: an interactive
+    session, Jupyter, ``python -c``, a call from a thread.
+    """
+    main = sys.modules.get("__main__")
+    main_file = getattr(main, "__file__", None)
+    if main is None or main_file is None:
+        return None, None
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_globals is vars(main) and frame.f_code.co_name == "<module>":
+            return frame.f_code.co_filename, frame.f_lineno
+        frame = frame.f_back
+    return None, None
+
+
+def _is_guarded(script: str, line: int) -> bool:
+    """Whether `line` of `script` is inside a ``__name__ == "__main__"`` block
+
+    A script whose source cannot be read or parsed counts as guarded
+    (nothing to judge).
+    """
+    import ast
+
+    try:
+        with open(script, encoding="utf-8") as fh:
+            tree = ast.parse(fh.read(), filename=script)
+    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
+        return True
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and _tests_main_name(node.test):
+            first = node.body[0].lineno
+            if first <= line <= node.body[-1].end_lineno:
+                return True
+    return False
+
+
+def _tests_main_name(test) -> bool:
+    """Whether an ``if`` test compares ``__name__`` with ``"__main__"``"""
+    import ast
+
+    names = {n.id for n in ast.walk(test) if isinstance(n, ast.Name)}
+    values = {n.value for n in ast.walk(test) if isinstance(n, ast.Constant)}
+    return "__name__" in names and "__main__" in values
+
+
 def _install():
     modules = _check_dcnum()
     _saved["lookups"] = [(m, getattr(m, LOOKUP_NAME)) for m in modules]
@@ -169,8 +305,9 @@ def _install():
             setattr(module, LOOKUP_NAME, dcbg_background_methods)
     logger = logging.getLogger(DCBG_LOGGER)
     forwarder = _DcnumLogForwarder()
-    _saved["logging"] = (logger.level, forwarder)
+    _saved["logging"] = (logger.level, logger.propagate, forwarder)
     logger.addHandler(forwarder)
+    logger.propagate = False
     if logger.getEffectiveLevel() > FORWARD_LEVEL:
         logger.setLevel(FORWARD_LEVEL)
 
@@ -178,9 +315,10 @@ def _install():
 def _uninstall():
     for module, original in _saved.pop("lookups", []):
         setattr(module, LOOKUP_NAME, original)
-    level, forwarder = _saved.pop("logging")
+    level, propagate, forwarder = _saved.pop("logging")
     logger = logging.getLogger(DCBG_LOGGER)
     logger.removeHandler(forwarder)
+    logger.propagate = propagate
     logger.setLevel(level)
 
 
@@ -212,9 +350,12 @@ def use_dcbg():
         If dcnum is not installed
     RuntimeError
         If the installed dcnum computes another pipeline generation than
-        dcbg's backgrounds, or has another module layout
+        dcbg's backgrounds, or has another module layout; if it is used
+        from top-level code of a script outside ``if __name__ ==
+        "__main__":`` (dcnum's worker processes would run that code again)
     """
     global _depth
+    _refuse_unguarded_main()
     with _lock:
         if _depth == 0:
             _install()

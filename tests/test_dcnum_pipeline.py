@@ -38,8 +38,9 @@ CASES = {
     "rollmed": {"kernel_size": 4, "batch_size": 8},
     "sparsemed": {"kernel_size": 5, "split_time": 0.002},
 }
-#: log lines of the background step (dcnum's or dcbg's background loggers)
-BACKGROUND_LOGGERS = re.compile(r"(dcnum|dcbg)\.feat\.feat_background\.")
+#: log lines of the background step (dcnum's or dcbg's background loggers,
+#: and dcbg's line that it computed the background)
+BACKGROUND_LOGGERS = re.compile(r"(dcnum|dcbg)\.feat\.feat_background\.|dcbg\.dcnum:")
 #: log lines that report timings or worker start-up, which differ per run
 TIMING_LINE = re.compile(
     r"time: [\d.]+s|Run (start|stop|duration)|spawn time|worker|Worker"
@@ -173,7 +174,7 @@ def test_use_dcbg_patches_and_restores():
         dcnum_bg.get_available_background_methods,
     )
     logger = logging.getLogger("dcbg")
-    level, handlers = logger.level, list(logger.handlers)
+    level, handlers, propagate = logger.level, list(logger.handlers), logger.propagate
     assert not is_active()
     with use_dcbg():
         # the runner constructs dcbg's class on a file made as dcnum makes it
@@ -197,7 +198,11 @@ def test_use_dcbg_patches_and_restores():
     assert dcnum_ctrl.get_available_background_methods()["rollmed"] is (
         dcnum_bg.BackgroundRollMed
     )
-    assert (logger.level, logger.handlers) == (level, handlers)
+    assert (logger.level, logger.handlers, logger.propagate) == (
+        level,
+        handlers,
+        propagate,
+    )
 
 
 def test_use_dcbg_restores_after_error():
@@ -339,3 +344,99 @@ def test_array_input_claims_nothing(tmp_path):
     with dcbg.BackgroundRollMed(frames, out, kernel_size=4, batch_size=8) as bg:
         bg.process()
     assert "pipeline:dcnum background" not in pipeline_attrs(out)
+
+
+# --- scripts without the main guard, and the job log's dcbg line
+
+
+def test_job_log_says_dcbg_computed_the_background(tmp_path):
+    path_in = shutil.copyfile(DATA, tmp_path / "measurement.rtdc")
+    ours = run_dcnum(path_in, tmp_path / "dcbg.rtdc", "rollmed", CASES["rollmed"], True)
+    native = run_dcnum(
+        path_in, tmp_path / "native.rtdc", "rollmed", CASES["rollmed"], False
+    )
+    line = (
+        f"dcbg.dcnum: Background computed by dcbg {dcbg.__version__} "
+        "(dcbg.feat.feat_background.bg_roll_median.BackgroundRollMed, "
+        "rollmed:k=4^b=8, pipeline generation 13) in place of dcnum 0.31.0's"
+    )
+    with h5py.File(ours) as h5:
+        assert sum(line in ln for ln in read_logs(h5)["dcnum-log"]) == 1
+    with h5py.File(native) as h5:
+        assert not any("dcbg" in ln for ln in read_logs(h5)["dcnum-log"])
+
+
+UNGUARDED = """\
+from dcbg.dcnum import use_dcbg
+
+with use_dcbg():
+    print("ran")
+"""
+
+
+@pytest.mark.parametrize(
+    "script, guarded",
+    [
+        (UNGUARDED, False),
+        # the call at the top level, the use in a function: still unguarded
+        ("from dcbg.dcnum import use_dcbg\n\ndef main():\n    with use_dcbg():\n"
+         "        print('ran')\n\nmain()\n", False),
+        ('from dcbg.dcnum import use_dcbg\n\nif __name__ == "__main__":\n'
+         "    with use_dcbg():\n        print('ran')\n", True),
+        ("from dcbg.dcnum import use_dcbg\n\ndef main():\n    with use_dcbg():\n"
+         "        print('ran')\n\nif '__main__' == __name__:\n    main()\n", True),
+    ],
+)  # fmt: skip
+def test_use_dcbg_refuses_top_level_code_of_a_script(tmp_path, script, guarded):
+    """dcnum's spawned workers import the main script again: without the
+    guard they would rerun the job (the runner then ended without output
+    and without an error); use_dcbg fails at once instead"""
+    import subprocess
+    import sys
+
+    (tmp_path / "job.py").write_text(script)
+    proc = subprocess.run(
+        [sys.executable, "job.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if guarded:
+        assert (proc.returncode, proc.stdout) == (0, "ran\n"), proc.stderr
+    else:
+        assert proc.returncode == 1
+        assert proc.stdout == ""
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith(
+            f"RuntimeError: dcbg.dcnum.use_dcbg() runs from top-level code of the "
+            f"script '{tmp_path / 'job.py'}' (line "
+        )
+        assert "under 'if __name__ == \"__main__\":'" in last
+
+
+def test_use_dcbg_refuses_to_run_in_a_starting_worker(monkeypatch):
+    """A worker that imports an unguarded script fails before the job"""
+    import multiprocessing
+
+    monkeypatch.setattr(
+        multiprocessing.current_process(), "_inheriting", True, raising=False
+    )
+    with pytest.raises(RuntimeError, match="while a worker process imported"):
+        with use_dcbg():
+            pass
+    assert not is_active()
+
+
+def test_use_dcbg_in_interactive_code_is_not_judged(tmp_path):
+    """``python -c`` (as Jupyter, a REPL) has no script to import again"""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", UNGUARDED],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (proc.returncode, proc.stdout) == (0, "ran\n"), proc.stderr

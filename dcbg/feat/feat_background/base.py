@@ -23,6 +23,38 @@ from ...io.conventions import LOG_NAME, PPID_ATTR, PPID_GENERATION_ATTR, log_lin
 from ...io.rtdc import same_file, write_errors_named
 from ...workers import Counter, WorkerPool, close_pools
 
+#: dcbg's top-level logger, parent of every method's logger
+PACKAGE_LOGGER = "dcbg"
+# A warning of dcbg is a Python warning and a log record of the same text
+# (see `warn`). Python prints a record that no handler takes with its
+# last-resort handler: the logging HOWTO's NullHandler for libraries keeps
+# it from printing the warning a second time. Handlers that an application
+# configures (a log file, dcnum's job log) still receive every record.
+logging.getLogger(PACKAGE_LOGGER).addHandler(logging.NullHandler())
+
+
+def warn(logger: logging.Logger, message: str, stacklevel: int = 2):
+    """Report a warning once: a Python warning plus a log record
+
+    The Python warning is what a user sees (printed once, filterable,
+    ``pytest.warns``); the log record goes to the handlers an application
+    configures (log files, dcnum's job log through
+    :func:`dcbg.dcnum.use_dcbg`), never a second time to the console by
+    Python's last-resort handler (see `PACKAGE_LOGGER`).
+
+    Parameters
+    ----------
+    logger: logging.Logger
+        Logger of the method (a child of `PACKAGE_LOGGER`)
+    message: str
+        The warning, one line
+    stacklevel: int
+        As for :func:`warnings.warn`, counted from the caller of this
+        function (2: the caller's caller)
+    """
+    logger.warning(message)
+    warnings.warn(message, UserWarning, stacklevel=stacklevel + 1)
+
 
 def cpu_count() -> int:
     """Number of CPUs this process may run on"""
@@ -131,8 +163,7 @@ class Background(abc.ABC):
                 f"num_cpus={num_cpus} is more than the {available} CPU(s) "
                 f"available to this process; using {available} worker threads"
             )
-            self.logger.warning(msg)
-            warnings.warn(msg, UserWarning, stacklevel=2)
+            warn(self.logger, msg, stacklevel=2)
             num_cpus = available
         #: number of CPUs (worker threads) used
         self.num_cpus = int(num_cpus)
