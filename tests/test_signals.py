@@ -512,3 +512,18 @@ def test_batch_ctrl_c_at_startup_repeatedly(tmp_path, cytoshot, repeat):
     assert "Traceback" not in run.stderr, run.stderr
     assert hidden_files(folder / "out") == []
     assert strays(run.pid) == []
+
+
+@slow
+def test_batch_closed_stdout_does_not_fail_a_finished_batch(tmp_path, cytoshot):
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    cytoshot.rename(folder / "m.rtdc")
+    args = ["batch", "m.rtdc", "-o", "out", *PPID_ARGS, "--workers", "1"]
+    run = Run(args, folder, stdout=subprocess.PIPE)
+    run.proc.stdout.close()  # the summary table goes to a closed pipe
+    run.signalled = time.monotonic()
+    status, _ = run.finish(timeout=REACH_TIMEOUT_S)
+    assert status == 0, run.stderr
+    assert "Traceback" not in run.stderr
+    assert os.listdir(folder / "out") == ["m_bg.rtdc"]

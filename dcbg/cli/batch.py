@@ -33,6 +33,8 @@ from .runtime import (
     CONTEXT_SETTINGS,
     command_guard,
     configure_logging,
+    discard_stream,
+    echo_result,
     progress_style,
     resolve_method,
     with_option_names,
@@ -86,6 +88,16 @@ class FileProgress:
 
     def __call__(self, result: FileResult):
         self.count += 1
+        try:
+            self._show(result)
+        except OSError:
+            # nobody reads stderr any more (a closed pipe or terminal):
+            # the batch goes on without progress
+            self.style = "none"
+            self._bar = None
+            discard_stream(sys.stderr)
+
+    def _show(self, result: FileResult):
         if self._bar is not None:
             self._bar.set_postfix_str(f"{result.status} {result.input_path.name}")
             self._bar.update(1)
@@ -308,7 +320,7 @@ def make_batch_command(methods: dict | None = None) -> click.Command:
         with command_guard(
             debug,
             "Interrupted (run the same command again to resume)",
-        ):
+        ) as stop_guard:
             # Dask is imported when a batch runs, not for --help
             from ..cluster import BatchInterrupted, process_many
 
@@ -326,11 +338,13 @@ def make_batch_command(methods: dict | None = None) -> click.Command:
                     basin_root=basin_root,
                     allow_remote_basins=allow_remote_basins,
                 )
+                # every file has its outcome: a signal now changes nothing
+                stop_guard.finish_when(lambda: True)
             except BatchInterrupted as exc:
                 progress.close()
                 if not quiet:
                     names = [str(path) for path in input_paths]
-                    click.echo(format_summary(exc.results, names, None))
+                    echo_result(format_summary(exc.results, names, None))
                 raise
             finally:
                 progress.close()
@@ -350,7 +364,7 @@ def make_batch_command(methods: dict | None = None) -> click.Command:
                 if result.status == "failed":
                     click.echo(f"failed: {name}: {result.error}", err=True)
         else:
-            click.echo(format_summary(results, names, seconds))
+            echo_result(format_summary(results, names, seconds))
         if any(result.status == "failed" for result in results):
             ctx.exit(1)
 
