@@ -90,12 +90,15 @@ def advice(result: CheckResult) -> list[str]:
     lines = []
     if result.ghosts_found:
         if robust:
-            methods = " or ".join(f"'--method {code}'" for code in robust)
+            names = " or ".join(robust)
+            commands = " or ".join(
+                f"dcbg compute MEASUREMENT --method {code}" for code in robust
+            )
             lines.append(
-                f"Recompute the background with dcbg's robust method: dcbg compute "
-                f"{result.path.name} {methods} (its defaults take the most "
-                f"frequent grey value of each pixel, not the median, so cells "
-                f"that cover a pixel in most frames or stay put leave no ghost)."
+                f"Recompute the background with dcbg's robust method {names} at "
+                f"its defaults ({commands}): it takes the most frequent grey "
+                f"value of each pixel, not the median, so cells that cover a "
+                f"pixel in most frames or stay put leave no ghost."
             )
         lines.append(
             "With dcnum's methods: sparsemed with a longer --kernel-size and "
