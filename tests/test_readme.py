@@ -232,3 +232,15 @@ def test_chipstream_wrapper(folder):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with h5py.File(folder / "measurement_dcn.rtdc") as h5:
         assert h5.attrs["pipeline:dcnum background"] == "rollmed:k=100^b=10000"
+
+
+def test_docs_give_the_readme_quick_start():
+    """One quick start: the docs' commands are the README's"""
+    docs = (ROOT / "docs" / "index.rst").read_text(encoding="utf-8")
+    section = docs[docs.index("Quick start\n---") : docs.index("The same from Python")]
+    commands = re.findall(r"\.\. code-block:: bash\n\n((?:    .*\n)+)", section)
+    commands = [block.strip() for block in commands]
+    assert commands == [
+        block_with("bash", "pip install . && python -I -m dcbg.data").strip(),
+        block_with("bash", "--synthetic 5000").strip(),
+    ]
