@@ -13,7 +13,7 @@ else:
     # any CPU of the target platform.
     compile_args = ["-O3"]
 
-KERNELS = ["rolling_median", "window_median", "checksum"]
+KERNELS = ["rolling_median", "window_median", "window_mode", "checksum"]
 
 extensions = [
     Extension(

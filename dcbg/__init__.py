@@ -13,6 +13,7 @@ _LAZY = {
     "BackgroundCopy": "dcbg.feat.feat_background",
     "BackgroundRollMed": "dcbg.feat.feat_background",
     "BackgroundSparseMed": "dcbg.feat.feat_background",
+    "BackgroundSparseMode": "dcbg.feat.feat_background",
     "get_available_background_methods": "dcbg.feat.feat_background",
 }
 

@@ -128,6 +128,44 @@ def _window_median_pixels_call(draw):
     return (stack, rank, out, _pixel_range(draw, stack.shape[1])), {}
 
 
+@st.composite
+def _window_modes_case(draw, max_k=40, max_pixels=40):
+    """A small stack, window size, sorted window starts and frame shifts"""
+    k = draw(st.one_of(st.integers(1, 4), st.integers(1, max_k)))
+    n_frames = draw(st.integers(k, k + draw(st.sampled_from([0, 3, 30]))))
+    n_pixels = draw(st.integers(1, max_pixels))
+    kind = draw(st.sampled_from(KINDS))
+    stack = make_stack(kind, (n_frames, n_pixels), draw(st.integers(0, 2**32 - 1)))
+    starts = sorted(
+        draw(st.lists(st.integers(0, n_frames - k), min_size=0, max_size=5))
+    )
+    shifts = draw(
+        st.one_of(
+            st.none(),
+            st.lists(st.integers(-255, 255), min_size=n_frames, max_size=n_frames).map(
+                np.array
+            ),
+            st.lists(st.integers(-3, 3), min_size=n_frames, max_size=n_frames).map(
+                np.array
+            ),
+        )
+    )
+    return stack, k, starts, shifts
+
+
+@st.composite
+def _window_modes_call(draw):
+    stack, k, starts, shifts = draw(_window_modes_case())
+    return (stack, k, starts, shifts), {"num_threads": draw(st.integers(1, 3))}
+
+
+@st.composite
+def _window_modes_pixels_call(draw):
+    stack, k, starts, shifts = draw(_window_modes_case())
+    out = np.full((len(starts), stack.shape[1]), 77, dtype=np.uint8)
+    return (stack, k, starts, shifts, out, _pixel_range(draw, stack.shape[1])), {}
+
+
 #: example arguments (args, kwargs) of every kernel in ``dcbg.kernels.__all__``
 KERNEL_CALLS = {
     "fletcher32": st.binary(max_size=3000).map(lambda data: ((data,), {})),
@@ -135,6 +173,8 @@ KERNEL_CALLS = {
     "rolling_median_pixels": _rolling_median_pixels_call(),
     "window_median": _window_median_call(),
     "window_median_pixels": _window_median_pixels_call(),
+    "window_modes": _window_modes_call(),
+    "window_modes_pixels": _window_modes_pixels_call(),
 }
 
 

@@ -5,6 +5,8 @@ pixel:
 
 - :func:`rolling_median`: median of every window of k consecutive frames
 - :func:`window_median`: rank value (default: median) of a whole stack
+- :func:`window_modes`: most frequent value (smoothed-histogram mode) of
+  windows of k frames, each frame's values shifted by its offset first
 
 :func:`fletcher32` is HDF5's chunk checksum, with which worker threads
 encode and verify HDF5 chunks outside HDF5's global lock.
@@ -22,6 +24,7 @@ compare the two.
 from .checksum import fletcher32
 from .rolling_median import rolling_median, rolling_median_pixels
 from .window_median import window_median, window_median_pixels
+from .window_mode import window_modes, window_modes_pixels
 
 __all__ = [
     "fletcher32",
@@ -29,4 +32,6 @@ __all__ = [
     "rolling_median_pixels",
     "window_median",
     "window_median_pixels",
+    "window_modes",
+    "window_modes_pixels",
 ]

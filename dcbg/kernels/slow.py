@@ -16,6 +16,9 @@ there. The references are also a readable statement of the contracts:
 - ``*_pixels`` variants: the same for the pixel (column) range `pixels`
   of a flattened stack, written into `out`; other columns are untouched
 - Fletcher-32: HDF5's checksum of a byte buffer
+- window modes: for each window start, per pixel, the mean of the
+  shifted values within ``HALF_WIDTH`` grey levels of the first maximum
+  of the triangle-smoothed histogram, rounded half up
 
 Below the kernels are references of what the background methods compute
 from an image stack (dcnum 0.31.0's rules), for the method tests:
@@ -39,7 +42,13 @@ __all__ = [
     "sparsemed_offset",
     "window_median",
     "window_median_pixels",
+    "window_modes",
+    "window_modes_pixels",
 ]
+
+#: half width of the box filter of the window mode, grey levels: the
+#: kernel's value (:data:`dcbg.kernels.window_mode.HALF_WIDTH`)
+MODE_HALF_WIDTH = 2
 
 #: HDF5 folds its two Fletcher-32 running sums to 16 bits after every
 #: block of this many 16-bit words (``H5_checksum_fletcher32``); the
@@ -114,6 +123,48 @@ def window_median_pixels(stack, rank, out, pixels=None):
     """
     cols = _columns(pixels, np.shape(stack)[1])
     out[cols] = window_median(np.asarray(stack)[:, cols], rank)
+    return out
+
+
+def window_modes(stack, kernel_size, starts, shifts=None, out=None, num_threads=1):
+    """Smoothed-histogram mode of the windows ``stack[s:s + k]``, s in `starts`
+
+    Reference of :func:`dcbg.kernels.window_modes`: per pixel, the
+    histogram of the shifted, clipped values is smoothed by a triangle
+    (a box of ``2 * MODE_HALF_WIDTH + 1`` levels applied twice); the
+    result is the mean of the values within `MODE_HALF_WIDTH` levels of
+    its first maximum, rounded half up.
+    """
+    stack = np.asarray(stack)
+    n_frames = stack.shape[0]
+    shifts = np.zeros(n_frames, int) if shifts is None else np.asarray(shifts)
+    flat = stack.reshape(n_frames, -1).astype(np.int64)
+    shifted = np.clip(flat - shifts.astype(np.int64)[:, None], 0, 255)
+    h = MODE_HALF_WIDTH
+    box = np.ones(2 * h + 1, dtype=np.int64)
+    triangle = np.convolve(box, box)  # 1, 2, .., 2h + 1, .., 2, 1
+    levels = np.arange(256)
+    result = np.empty((len(starts), flat.shape[1]), dtype=np.uint8)
+    for w, start in enumerate(starts):
+        values = shifted[start : start + kernel_size]
+        for p in range(flat.shape[1]):
+            hist = np.bincount(values[:, p], minlength=256)
+            smooth = np.convolve(hist, triangle)[2 * h : 2 * h + 256]
+            mode = int(np.argmax(smooth))  # the first maximum
+            near = np.abs(levels - mode) <= h
+            count = int(hist[near].sum())
+            weighted = int((hist[near] * levels[near]).sum())
+            result[w, p] = (2 * weighted + count) // (2 * count)  # half up
+    return _into(result.reshape((len(starts),) + stack.shape[1:]), out)
+
+
+def window_modes_pixels(stack, kernel_size, starts, shifts, out, pixels=None):
+    """Window modes of the pixel columns `pixels` of a 2-D stack, into `out`
+
+    Reference of :func:`dcbg.kernels.window_modes_pixels`.
+    """
+    cols = _columns(pixels, np.shape(stack)[1])
+    out[:, cols] = window_modes(np.asarray(stack)[:, cols], kernel_size, starts, shifts)
     return out
 
 
