@@ -102,7 +102,8 @@ if __name__ == "__main__":
 @pytest.mark.parametrize(
     "setup",
     [
-        "pass",  # a plain script
+        # a plain script (4 s: dcnum's pipeline in a fresh interpreter)
+        pytest.param("pass", marks=pytest.mark.slow),
         # chipstream-cli: a stream handler on the root logger
         "logging.getLogger().addHandler(logging.StreamHandler())",
     ],
