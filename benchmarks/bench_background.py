@@ -12,6 +12,9 @@ RSS of that process and all of its children (dcnum spawns workers) every
     python benchmarks/bench_background.py --method copy --only dcnum
     python benchmarks/bench_background.py --method rollmed --kernel-size 200 \\
         --kw batch_size=2000 --no-compress --num-cpus 1
+    # the slow sample: 400 events over 20 minutes, sparse median defaults
+    python benchmarks/bench_background.py --method sparsemed --frames 400 \\
+        --duration 1200
 
 A JSON summary is written to ``benchmarks/results/<method>_<frames>.json``;
 runs of a single tool (``--only``) are merged into an existing summary with
@@ -186,9 +189,12 @@ def compare_outputs(path_a: pathlib.Path, path_b: pathlib.Path) -> dict:
 def get_input(args) -> pathlib.Path:
     """Return the cached synthetic input file, generate it if missing"""
     height, width = args.shape
+    # bench_dcnum_pipeline.py passes its own arguments (no --duration)
+    duration = getattr(args, "duration", None)
     name = (
         f"synthetic_{args.frames}_{height}x{width}_seed{args.seed}"
-        f"_streaks{args.streaks}{'_bg' if args.method == 'copy' else ''}.rtdc"
+        f"_streaks{args.streaks}{'_bg' if args.method == 'copy' else ''}"
+        f"{f'_{duration:g}s' if duration else ''}.rtdc"
     )
     path = DATA_DIR / name
     if not path.exists():
@@ -198,9 +204,14 @@ def get_input(args) -> pathlib.Path:
         tmp = path.with_name(path.name + ".tmp")
         print(f"generating {path.name} ...", flush=True)
         t0 = time.perf_counter()
+        timing = {}
+        if duration:
+            # frames evenly spread over the duration (a slow sample)
+            timing["frame_rate"] = (args.frames - 1) / duration
         make_synthetic_measurement(
             tmp,
             args.frames,
+            **timing,
             shape=args.shape,
             seed=args.seed,
             streaks=args.streaks,
@@ -242,6 +253,12 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shape", type=parse_shape, default=(80, 320))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--streaks", type=int, default=2)
+    parser.add_argument(
+        "--duration",
+        type=float,
+        help="spread the frames over this many seconds (a slow sample: "
+        "few events over a long measurement); default: the camera's rate",
+    )
     parser.add_argument("--_run", help=argparse.SUPPRESS)
     return parser
 
@@ -298,6 +315,7 @@ def main(argv=None) -> int:
         "shape": list(args.shape),
         "seed": args.seed,
         "streaks": args.streaks,
+        "duration": args.duration,
         "kwargs": kwargs,
         "num_cpus": args.num_cpus,
         "compress": not args.no_compress,
@@ -341,7 +359,10 @@ def main(argv=None) -> int:
     print()
     print_table(results)
 
-    summary_path = RESULTS_DIR / f"{args.method}_{args.frames}.json"
+    stem = f"{args.method}_{args.frames}"
+    if args.duration:
+        stem += f"_{args.duration:g}s"
+    summary_path = RESULTS_DIR / f"{stem}.json"
     summary = {"config": config, "results": {}}
     if summary_path.exists():
         previous = json.loads(summary_path.read_text())

@@ -259,3 +259,221 @@ def test_images_from_basins(basin_variants, tmp_path, variant):
         bg.process()
     with dclab.new_dataset(ref) as ds:
         assert np.array_equal(ds["image_bg"][:], image_bg)
+
+
+# the series by distinct windows (issue 17) ------------------------------------
+
+
+def loop_nearest(time, seconds):
+    """dcnum's per-step choice of a window's first frame"""
+    return np.array([np.argmin(np.abs(s - time)) for s in seconds])
+
+
+def loop_switches(time, step_times, split_time):
+    """dcnum's per-step frame where the mapping switches images"""
+    return np.array(
+        [np.argmin(np.abs(time - t1 - split_time / 2)) for t1 in step_times]
+    )
+
+
+def time_axes():
+    rng = np.random.default_rng(17)
+    steady = np.arange(500) / 3447.5
+    dup = np.repeat(np.sort(rng.uniform(0, 2, 200)), rng.integers(1, 4, 200))
+    coarse = np.round(np.sort(rng.uniform(0, 5, 300)), 2)  # many equal times
+    huge = 1e9 + np.arange(300) * 1e-7  # rounding makes distances equal
+    return {
+        "steady": steady - steady[0],
+        "duplicates": dup - dup[0],
+        "coarse": coarse - coarse[0],
+        "huge_offset": huge,
+        "float32": (np.sort(rng.uniform(0, 3, 400)).astype(np.float32)),
+        "unsorted": rng.uniform(0, 2, 150),
+        "one_frame": np.zeros(1),
+    }
+
+
+@pytest.mark.parametrize("name", list(time_axes()))
+def test_nearest_and_switch_frames_match_dcnums_argmin(name):
+    from dcbg.feat.feat_background.sparse_series import nearest_frames, switch_frames
+
+    time = time_axes()[name]
+    span = float(np.max(time) - np.min(time)) or 1.0
+    for split in (span / 7, span / 997, 0.01, 1.0):
+        steps = np.arange(0, span, split)
+        # also exactly the frame times and midpoints between them
+        queries = np.concatenate([steps, time[:50], (time[:-1] + time[1:])[:50] / 2])
+        queries = queries.astype(time.dtype) if name == "float32" else queries
+        assert np.array_equal(
+            nearest_frames(time, queries), loop_nearest(time, queries)
+        )
+        assert np.array_equal(
+            switch_frames(time, steps, split), loop_switches(time, steps, split)
+        )
+
+
+def test_assign_background_index_matches_dcnums_loop():
+    def loop(time, step_times, split_time):
+        bg_idx = np.zeros(time.size, dtype=int)
+        idx0, idx1, ii = 0, None, 0
+        for ii, t1 in enumerate(step_times):
+            idx1 = np.argmin(np.abs(time - t1 - split_time / 2))
+            bg_idx[idx0:idx1] = ii
+            idx0 = idx1
+        if idx1 is not None:
+            bg_idx[idx1:] = ii
+        return bg_idx
+
+    for name, time in time_axes().items():
+        span = float(np.max(time) - np.min(time)) or 1.0
+        for split in (span / 5, span / 333, span * 2):
+            steps = np.arange(0, span, split)
+            for used in (steps, steps[::2], steps[1::3]):
+                if used.size:
+                    got = assign_background_index(time, used, split)
+                    assert np.array_equal(got, loop(time, used, split)), name
+
+
+def test_exact_column_median_is_numpys():
+    from dcbg.feat.feat_background.sparse_series import exact_column_median
+
+    rng = np.random.default_rng(3)
+    for rows, cols in [(1, 5), (2, 7), (9, 30), (40, 80)]:
+        values = rng.integers(0, 256, size=(rows, cols), dtype=np.uint8)
+        values[: rows // 2, : cols // 3] = 7  # ties
+        for counts in (
+            np.ones(rows, int),
+            rng.integers(0, 5, rows) + (np.arange(rows) == 0),
+        ):
+            expected = np.median(np.repeat(values, counts, axis=0), axis=0)
+            got = exact_column_median(values, counts)
+            assert got.dtype == expected.dtype and np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize(
+    "thresh,frac", [(0, 0.8), (1, 0.8), (2.5, 0.5), (1e6, 0.8), (0, 1), (0, 0.3)]
+)
+def test_cleansing_from_distinct_profiles_is_cleansing_the_series(thresh, frac):
+    import logging
+
+    from dcbg.feat.feat_background.bg_sparse_median import cleanse_background_series
+    from dcbg.feat.feat_background.sparse_series import cleanse_profiles
+
+    rng = np.random.default_rng(int(thresh * 10 + frac * 100))
+    distinct = rng.integers(90, 110, size=(23, 60, 50), dtype=np.uint8)
+    distinct[5:9, 20:40, 10:30] = 40  # "cells" in a few images
+    # a series of steps that reuse images, in runs, as a slow sample does
+    step_index = np.repeat(np.arange(23), rng.integers(1, 9, 23))
+    logger = logging.getLogger("test")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = cleanse_background_series(distinct[step_index], thresh, frac, logger)
+        got = cleanse_profiles(
+            np.ptp(distinct, axis=2), step_index, thresh, frac, logger
+        )
+    assert np.array_equal(got, expected)
+
+
+def test_series_images_view():
+    from dcbg.feat.feat_background.sparse_series import SeriesImages
+
+    distinct = np.arange(3 * 4 * 5, dtype=np.uint8).reshape(3, 4, 5)
+    index = np.array([0, 0, 2, 1, 1, 1])
+    view = SeriesImages(distinct, index)
+    full = distinct[index]
+    assert len(view) == 6 and view.shape == full.shape and view.dtype == np.uint8
+    assert np.array_equal(np.asarray(view), full) and np.array_equal(view.copy(), full)
+    for item in (3, slice(1, 5), np.array([5, 0]), (slice(None), 2), (4, 1, 3)):
+        assert np.array_equal(view[item], full[item])
+
+
+def slow_sample(path, frames, seconds, **kwargs):
+    """A realistic measurement of `frames` events spread over `seconds`"""
+    return make_synthetic_measurement(
+        path, frames, frame_rate=(frames - 1) / seconds, seed=23, **kwargs
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},  # defaults: kernel 200 > 60 frames, 150 series images
+        {"kernel_size": 10, "thresh_cleansing": 1},  # rolling over 51 windows
+        pytest.param(
+            {"kernel_size": 7, "split_time": 1.5, "frac_cleansing": 0.6},
+            marks=pytest.mark.slow,
+        ),
+    ],
+)
+def test_slow_sample_equals_dcnum(tmp_path, kwargs):
+    # 60 events over 150 s: 2.5 series images per frame at the defaults;
+    # dcbg used to refuse 4 per frame and computed every image
+    path = slow_sample(tmp_path / "slow.rtdc", 60, 150, shape=(40, 60))
+    ours, ref, oi, ri, caught = run_both(path, tmp_path, "slow", **kwargs)
+    assert_same_result(ours, ref, oi, ri)
+    # the warning counts the images dcnum makes (whole images), once
+    steps = len(ri["step_times"])
+    messages = [str(w.message) for w in caught if "serve no frame" in str(w.message)]
+    assert messages == [
+        m for m in messages if f"gives {steps} background images for the 60" in m
+    ]
+    assert len(messages) == 1
+
+
+def test_issue_17_examples_equal_a_numpy_reference(tmp_path):
+    """dcbg computes what it refused before (dcnum agrees: corpus, slow run)"""
+    # the wide-channel shape of dclab's test file: 16 events over 256 s
+    path = slow_sample(tmp_path / "wide.rtdc", 16, 256, shape=(100, 800))
+    out = tmp_path / "out.rtdc"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with BackgroundSparseMed(path, out, num_cpus=2) as bg:
+            bg.process()
+            steps, time_ = bg.step_times.copy(), bg.time.copy()
+    assert steps.size >= 255  # 256 s at 1 s (up to rounding of the times)
+    with dclab.new_dataset(path) as ds:
+        frames = ds["image"][:]
+    # numpy reference: dcnum's series, cleansing and mapping, step by step
+    # the kernel (200) is reduced to the 16 frames, so every step's window
+    # holds all frames
+    image = slow.window_median(frames, len(frames) // 2)
+    series = np.repeat(image[np.newaxis], steps.size, axis=0)
+    used = np.ones(steps.size, dtype=bool)  # equal images: none stands out
+    idx = assign_background_index(time_, steps[used], 1.0)
+    with dclab.new_dataset(out) as ds:
+        assert np.array_equal(ds["image_bg"][:], series[used][idx])
+        expected_off = slow.sparsemed_offset(frames, ds["image_bg"][:], rows=20)
+        assert np.allclose(ds["bg_off"][:], expected_off, rtol=0, atol=1e-12)
+    with h5py.File(out) as h5:
+        assert h5["basin_events/image_bg"].shape == (steps.size, 100, 800)
+
+
+def series_peak_bytes(path, tmp_path, tag) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with BackgroundSparseMed(
+                path, tmp_path / f"{tag}.rtdc", kernel_size=20, num_cpus=1
+            ) as bg:
+                bg.process()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_series_memory_grows_with_frames_not_duration(tmp_path):
+    # 200 frames of 80x320 over 200 s and over 2,000 s: 200 and 2,000
+    # series images of 25.6 kB at the default split time; the series needs
+    # at most 181 distinct window images either way
+    short = slow_sample(tmp_path / "short.rtdc", 200, 200)
+    long = slow_sample(tmp_path / "long.rtdc", 200, 2000)
+    peak_short = series_peak_bytes(short, tmp_path, "short")
+    peak_long = series_peak_bytes(long, tmp_path, "long")
+    image_bytes = 80 * 320
+    # 1,800 more steps cost their per-step values (BYTES_PER_SERIES_STEP),
+    # not 1,800 images (46 MB, as when every step had its image)
+    assert peak_long - peak_short < 100 * image_bytes, (peak_short, peak_long)
+    assert peak_long < 1.25 * peak_short, (peak_short, peak_long)
