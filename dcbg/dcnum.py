@@ -15,7 +15,10 @@ return dcbg's classes for as long as the ``with`` block runs::
 
 The backgrounds are bit-identical and have the same PPIDs, so the job's
 pipeline identifiers, hash and output file are those of a native run;
-only the background step is faster. dcbg's log lines of the background
+only the background step is faster. dcbg's own methods are offered under
+their codes too (e.g. ``background_code="sparsemode"``, the cell-robust
+sparse mode): native dcnum knows no such code and cannot reproduce those
+files. dcbg's log lines of the background
 step go to dcnum's job log (the ``dcnum-log-*`` log of the output file).
 
 dcnum is an optional dependency: ``pip install "dcbg[dcnum]"``.
@@ -129,6 +132,8 @@ class RunnerMethod:
         if isinstance(input_data, (str, os.PathLike)) and not output_path.exists():
             create_with_basins(path_out=output_path, basin_paths=[input_data])
         caller = sys._getframe(1)
+        # (catch_warnings swaps process-wide state: a warning of another
+        # thread in these milliseconds is shown here, at the same place)
         with warnings.catch_warnings(record=True) as caught:
             method = self.cls(input_data, output_path, *args, **kwargs)
         # a warning of the constructor points to where dcnum's runner
@@ -336,9 +341,13 @@ def use_dcbg():
     ``dcnum.logic.job``, ``dcnum.logic.ctrl`` and
     ``dcnum.feat.feat_background``) returns dcbg's classes, so that
     ``DCNumPipelineJob`` computes the background PPID and
-    ``DCNumJobRunner`` the background with dcbg. dcbg's log records also
-    go to the handlers of the ``dcnum`` logger, i.e. into the job's log.
-    On exit, dcnum's own lookups and the logging setup are restored.
+    ``DCNumJobRunner`` the background with dcbg. dcbg's log records go
+    to the handlers of the ``dcnum`` logger, i.e. into the job's log, with
+    a line that says dcbg computed the background; records below WARNING
+    also go to the root logger's handlers, as dcnum's own. A warning is
+    shown once, as a Python warning (the root logger's handlers do not
+    print its record again). On exit, dcnum's own lookups and the logging
+    setup are restored.
 
     The patch is process-wide (dcnum's lookups are module globals): a
     dcnum run in another thread during the block also uses dcbg. Nested

@@ -232,6 +232,9 @@ def test_chipstream_wrapper(folder):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with h5py.File(folder / "measurement_dcn.rtdc") as h5:
         assert h5.attrs["pipeline:dcnum background"] == "rollmed:k=100^b=10000"
+        log = next(n for n in h5["logs"] if n.startswith("dcnum-log"))
+        lines = h5["logs"][log].asstr()[:]
+    assert any("Background computed by dcbg" in ln for ln in lines)
 
 
 def test_docs_give_the_readme_quick_start():
