@@ -118,3 +118,18 @@ def test_dcnum_runner_prints_a_warning_once(tmp_path, setup):
     assert "dcbg/dcnum.py" not in proc.stderr.replace("\\", "/")
     # and once in the job's log
     assert proc.stdout.count(WARNING) == 1, proc.stdout
+
+
+@pytest.mark.slow
+def test_batch_prints_a_warning_once(tmp_path):
+    # a local Dask cluster: several seconds to start
+    proc = subprocess.run(
+        [sys.executable, "-m", "dcbg", "batch", str(DATA), "--out-dir", "out"]
+        + ["--method", "sparsemed", "--workers", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (proc.stdout + proc.stderr).count(WARNING) == 1, proc.stderr
