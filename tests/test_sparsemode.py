@@ -16,7 +16,6 @@ import pytest
 
 from dcbg import BackgroundSparseMed, BackgroundSparseMode
 from dcbg.feat.feat_background import bg_sparse_mode
-from dcbg.feat.feat_background.bg_sparse_mode import sparse_mode_reference
 from dcbg.io.basins import BasinPolicy, PolicyMeasurement
 from dcbg.kernels import slow, window_modes, window_modes_pixels
 from dcbg.testing import SyntheticModel
@@ -189,7 +188,7 @@ def test_method_equals_reference(small_stack, tmp_path, num_cpus, offset_correct
     assert ppid_text == f"sparsemode:k=101^s=0.02^o={int(offset_correction)}"
     assert starts.size > 5
     rows = bg_sparse_mode.OFFSET_ROWS if offset_correction else 0
-    expected = sparse_mode_reference(small_stack, 101, starts, rows)
+    expected = slow.sparsemode_series(small_stack, 101, starts, rows)
     np.testing.assert_array_equal(images, expected)
     image_bg, bg_off = read_background(tmp_path / "out.rtdc")
     # every frame's background is one of the series images
@@ -225,7 +224,7 @@ def test_kernel_size_beyond_the_frames_uses_all(small_stack, tmp_path):
         assert bg.get_ppid() == "sparsemode:k=1000^s=1^o=1"
         bg.process()
         np.testing.assert_array_equal(
-            bg.distinct_images, sparse_mode_reference(small_stack[:50], 50, [0])
+            bg.distinct_images, slow.sparsemode_series(small_stack[:50], 50, [0])
         )
 
 

@@ -22,7 +22,8 @@ there. The references are also a readable statement of the contracts:
 
 Below the kernels are references of what the background methods compute
 from an image stack (dcnum 0.31.0's rules), for the method tests:
-:func:`rollmed_background`, :func:`sparsemed_offset`.
+:func:`rollmed_background`, :func:`sparsemed_offset`, and dcbg's own
+sparse mode, :func:`sparsemode_series`.
 
 The references accept the arguments of the kernels they mirror but do
 not validate them (``num_threads`` is accepted and ignored); they are
@@ -40,6 +41,7 @@ __all__ = [
     "rolling_rank",
     "rollmed_background",
     "sparsemed_offset",
+    "sparsemode_series",
     "window_median",
     "window_median_pixels",
     "window_modes",
@@ -267,3 +269,58 @@ def sparsemed_offset(frames, image_bg, rows):
     top_frames = np.asarray(frames)[:, :rows].mean(axis=(1, 2), dtype=np.float64)
     top_bg = np.asarray(image_bg)[:, :rows].mean(axis=(1, 2), dtype=np.float64)
     return top_frames - top_bg
+
+
+def sparsemode_series(frames, kernel_size, starts, rows=20):
+    """The sparse mode's background images of the windows at `starts`
+
+    Reference of what :class:`dcbg.BackgroundSparseMode` computes, in
+    Python integers: a frame's level is the sum of its top `rows` rows
+    divided by their pixel count; the reference level ``R`` is the
+    first window's mean level rounded half up; each frame is shifted by
+    its level minus ``R``, rounded half up; the image is the window mode
+    (:func:`window_modes`) of the shifted frames plus the window's mean
+    level minus ``R``, rounded half up, clipped to 0..255. ``rows=0``:
+    no shifts.
+
+    Parameters
+    ----------
+    frames: array-like of uint8, shape (n_frames, height, width)
+    kernel_size: int
+        Frames per window
+    starts: sequence of int
+        First frame of every window, sorted; the first defines ``R``
+    rows: int
+        Top rows of the level (the sparse median's 20), at most the height
+
+    Returns
+    -------
+    images: numpy.ndarray of uint8, shape (len(starts), height, width)
+    """
+    frames = np.asarray(frames)
+    rows = min(rows, frames.shape[1])
+    if rows == 0:
+        return window_modes(frames, kernel_size, starts)
+    pixels = rows * frames.shape[2]
+    sums = [int(frame[:rows].sum()) for frame in frames]
+
+    def half_up(numerator, denominator):
+        return (2 * numerator + denominator) // (2 * denominator)
+
+    def window_sum(start):
+        return sum(sums[start : start + kernel_size])
+
+    reference = half_up(window_sum(starts[0]), kernel_size * pixels)
+    shifts = [
+        max(-255, min(255, half_up(total - reference * pixels, pixels)))
+        for total in sums
+    ]
+    modes = window_modes(frames, kernel_size, starts, np.array(shifts))
+    levels = [
+        half_up(
+            window_sum(start) - reference * kernel_size * pixels, kernel_size * pixels
+        )
+        for start in starts
+    ]
+    images = modes.astype(np.int64) + np.array(levels).reshape(-1, 1, 1)
+    return np.clip(images, 0, 255).astype(np.uint8)

@@ -97,37 +97,6 @@ def window_level(top_sums: np.ndarray, reference: int, pixels: int) -> int:
     )
 
 
-def sparse_mode_reference(frames, kernel_size, starts, offset_rows=OFFSET_ROWS):
-    """Series images of the sparse mode from an in-memory stack (slow, clear)
-
-    The reference of what :class:`BackgroundSparseMode` computes for the
-    windows ``frames[s:s + kernel_size]``, s in `starts` (sorted), used by
-    the tests. With `offset_rows` = 0 no offset is corrected.
-
-    Returns
-    -------
-    images: np.ndarray of uint8, shape (len(starts), height, width)
-    """
-    from ...kernels import slow
-
-    frames = np.asarray(frames)
-    rows = min(offset_rows, frames.shape[1])
-    if rows == 0:
-        return slow.window_modes(frames, kernel_size, starts)
-    pixels = rows * frames.shape[2]
-    sums = frames[:, :rows].reshape(len(frames), -1).sum(axis=1, dtype=np.int64)
-    first = int(starts[0])
-    reference = window_level(sums[first : first + kernel_size], 0, pixels)
-    shifts = frame_shifts(sums, reference, pixels)
-    modes = slow.window_modes(frames, kernel_size, starts, shifts)
-    levels = [
-        window_level(sums[s : s + kernel_size], reference, pixels) for s in starts
-    ]
-    return np.clip(
-        modes.astype(np.int64) + np.reshape(levels, (-1, 1, 1)), 0, 255
-    ).astype(np.uint8)
-
-
 class BackgroundSparseMode(Background):
     def __init__(
         self,

@@ -1,0 +1,196 @@
+"""Speed of the sparse mode against the sparse median and the I/O floor
+
+Side by side on bench_background.py's synthetic measurement (cached in
+``benchmarks/_data/``, 80x320 frames at 3,447.5 frames per second):
+
+- ``dcnum sparsemed``: dcnum 0.31.0's sparse median (defaults);
+- ``dcbg sparsemed``: dcbg's bit-identical sparse median (defaults);
+- ``dcbg sparsemode``: dcbg's cell-robust sparse mode (defaults);
+- ``I/O floor``: what any method must at least do, read and decompress
+  every frame once with dcbg's reader on the same worker threads (no
+  computation, nothing written).
+
+Every run happens in a fresh Python process (as in bench_background.py:
+constructor, ``process()`` and context exit timed, imports outside; peak
+RSS of the process tree sampled every 20 ms). Example::
+
+    python benchmarks/bench_robust.py --frames 30000 --repeats 3
+
+Prints one table and writes ``benchmarks/results/robust_<frames>.json``.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+if importlib.util.find_spec("dcbg") is None:
+    # allow running from a source checkout without installing dcbg
+    sys.path.insert(0, str(ROOT))
+
+from bench_background import DATA_DIR, RESULTS_DIR, get_input, tree_rss  # noqa: E402
+
+RESULT_MARKER = "BENCH-RESULT "
+#: seconds between memory samples of the child process
+SAMPLE_INTERVAL = 0.02
+#: what is run: label -> (tool, method code or "iofloor")
+RUNS = {
+    "dcnum sparsemed": ("dcnum", "sparsemed"),
+    "dcbg sparsemed": ("dcbg", "sparsemed"),
+    "dcbg sparsemode": ("dcbg", "sparsemode"),
+    "I/O floor": ("dcbg", "iofloor"),
+}
+#: frames read at once by the I/O floor (at least one chunk): the sparse
+#: median's and the sparse mode's read block
+IO_BLOCK_FRAMES = 256
+
+
+def read_all_frames(path: pathlib.Path, num_cpus: int) -> None:
+    """Read and decompress every frame once, as the methods read them"""
+    from dcbg.io import InputMeasurement
+    from dcbg.workers import WorkerPool, close_pools, wait_all
+
+    measurement = InputMeasurement(path)
+    pool = WorkerPool(num_cpus, name="iofloor")
+    io = WorkerPool(1, name="iofloor-io")
+    try:
+        images = measurement.images
+        block = max(images.chunk_frames, IO_BLOCK_FRAMES)
+        blocks = list(images.iter_blocks(block))
+        # one read ahead on the I/O thread, as the methods do
+        pending = io.submit(images.read, *blocks[0], None, pool)
+        for bi in range(len(blocks)):
+            wait_all([pending])
+            if bi + 1 < len(blocks):
+                pending = io.submit(images.read, *blocks[bi + 1], None, pool)
+    finally:
+        close_pools(io, pool)
+        measurement.close()
+
+
+def run_child(spec: dict) -> None:
+    """One timed run (inside the fresh subprocess)"""
+    import importlib
+
+    for name in ("dclab", "hdf5plugin", "scipy.ndimage"):
+        importlib.import_module(name)
+    if spec["method"] == "iofloor":
+        importlib.import_module("dcbg.io")
+        t0 = time.perf_counter()
+        read_all_frames(pathlib.Path(spec["input"]), spec["num_cpus"])
+    else:
+        module = importlib.import_module(f"{spec['tool']}.feat.feat_background")
+        cls = module.get_available_background_methods()[spec["method"]]
+        t0 = time.perf_counter()
+        with cls(
+            pathlib.Path(spec["input"]),
+            pathlib.Path(spec["output"]),
+            num_cpus=spec["num_cpus"],
+        ) as bg:
+            bg.process()
+    seconds = time.perf_counter() - t0
+    print(RESULT_MARKER + json.dumps({"seconds": seconds}), flush=True)
+
+
+def measure(spec: dict) -> dict:
+    """Run `spec` in a fresh process; its seconds and peak memory"""
+    import psutil
+
+    pathlib.Path(spec["output"]).unlink(missing_ok=True)
+    cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--_run"]
+    cmd.append(json.dumps(spec))
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = psutil.Popen(cmd, stdout=out, stderr=err)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, tree_rss(proc))
+            time.sleep(SAMPLE_INTERVAL)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{spec} failed (exit code {proc.returncode}):\n{stderr}")
+    for line in stdout.splitlines():
+        if line.startswith(RESULT_MARKER):
+            result = json.loads(line[len(RESULT_MARKER) :])
+            break
+    else:
+        raise RuntimeError(f"no result from {spec}:\n{stdout}\n{stderr}")
+    result["peak_rss_mib"] = peak / 1024**2
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--frames", type=int, default=30000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--num-cpus", type=int, default=os.cpu_count())
+    parser.add_argument("--only", action="append", choices=sorted(RUNS))
+    parser.add_argument("--_run", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args._run:
+        run_child(json.loads(args._run))
+        return 0
+    # bench_background's input of the same number of frames
+    data_args = argparse.Namespace(
+        frames=args.frames, shape=(80, 320), seed=0, streaks=2, method="sparsemed"
+    )
+    source = get_input(data_args)
+    out_dir = DATA_DIR / "out"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels = args.only or list(RUNS)
+    print(f"input: {source.name}, num_cpus={args.num_cpus}")
+    seconds = {label: [] for label in labels}
+    peaks = {label: 0.0 for label in labels}
+    # alternate the runs so that load changes hit all alike
+    for rep in range(args.repeats):
+        for label in labels:
+            tool, method = RUNS[label]
+            spec = {
+                "tool": tool,
+                "method": method,
+                "input": str(source),
+                "output": str(out_dir / f"robust_{method}_{tool}.rtdc"),
+                "num_cpus": args.num_cpus,
+            }
+            result = measure(spec)
+            seconds[label].append(result["seconds"])
+            peaks[label] = max(peaks[label], result["peak_rss_mib"])
+            print(f"  run {rep + 1} {label}: {result['seconds']:.2f} s", flush=True)
+    medians = {label: statistics.median(values) for label, values in seconds.items()}
+    floor = medians.get("I/O floor")
+    print(
+        f"\n{'run':<18}{'median s':>10}{'frames/s':>11}{'peak MiB':>10}{'x floor':>9}"
+    )
+    for label in labels:
+        ratio = f"{medians[label] / floor:.2f}" if floor else "-"
+        print(
+            f"{label:<18}{medians[label]:>10.2f}{args.frames / medians[label]:>11.0f}"
+            f"{peaks[label]:>10.0f}{ratio:>9}"
+        )
+    line = ", ".join(f"{label} {medians[label]:.2f} s" for label in labels)
+    print(f"\n{args.frames} frames: {line}")
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "frames": args.frames,
+        "num_cpus": args.num_cpus,
+        "seconds": seconds,
+        "median_seconds": medians,
+        "peak_rss_mib": peaks,
+        "loadavg": os.getloadavg(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    path = RESULTS_DIR / f"robust_{args.frames}.json"
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"summary: {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
