@@ -23,14 +23,15 @@ import zstandard
 
 from ..kernels.checksum import fletcher32
 from ..workers import wait_all
+from .bounded_chunks import (
+    FLETCHER32_FILTER,
+    ZSTD_FILTER,
+    ChecksumError,
+    decode_chunk,
+)
+from .bounded_chunks import get_filters as _get_filters
 
-#: HDF5 filter id of Zstandard as registered by hdf5plugin
-ZSTD_FILTER = 32015
-FLETCHER32_FILTER = h5py.h5z.FILTER_FLETCHER32
-
-
-class ChecksumError(OSError):
-    """A chunk's Fletcher-32 checksum does not match its data"""
+__all__ = ["ChecksumError", "ChunkCodec", "ImageFeature", "read_frames"]
 
 
 class ChunkCodec:
@@ -61,11 +62,6 @@ class ChunkCodec:
             self._local.compressor = zstandard.ZstdCompressor(level=self.level)
         return self._local.compressor
 
-    def _decompressor(self) -> zstandard.ZstdDecompressor:
-        if not hasattr(self._local, "decompressor"):
-            self._local.decompressor = zstandard.ZstdDecompressor()
-        return self._local.decompressor
-
     @classmethod
     def for_dataset(cls, dataset) -> ChunkCodec | None:
         """A codec for `dataset`, or None if its layout needs plain h5py"""
@@ -91,61 +87,17 @@ class ChunkCodec:
 
         With `out` (a writable, C-contiguous uint8 array of the chunk's
         size), the data are decompressed straight into it and `out` is
-        returned; this saves an allocation and a copy per chunk.
+        returned; this saves an allocation and a copy per chunk. A chunk
+        never decodes to more than its size (see
+        :func:`~dcbg.io.bounded_chunks.decode_chunk`).
         """
-        data = memoryview(raw)
-        # filters are undone in reverse order; a set mask bit means that
-        # HDF5 skipped that filter for this chunk
-        steps = [
-            self.filters[index][0]
-            for index in reversed(range(len(self.filters)))
-            if not filter_mask & (1 << index)
-        ]
-        for step, fid in enumerate(steps):
-            if fid == FLETCHER32_FILTER:
-                (stored,) = struct.unpack("<I", data[-4:])
-                data = data[:-4]
-                if fletcher32(data) != stored:
-                    raise ChecksumError(
-                        f"Fletcher-32 checksum mismatch in a chunk of '{self.name}'; "
-                        f"the file is corrupt"
-                    )
-            elif out is not None and step == len(steps) - 1:
-                self._decompress_into(data, out)
-                return out
-            else:
-                data = memoryview(
-                    self._decompressor().decompress(
-                        data, max_output_size=self.chunk_bytes
-                    )
-                )
-        array = np.frombuffer(data, dtype=np.uint8)
-        self._check_size(array.size)
+        where = f"a chunk of '{self.name}'"
+        data = decode_chunk(
+            raw, filter_mask, self.filters, self.chunk_bytes, 1, where, out
+        )
         if out is not None:
-            out.reshape(-1)[:] = array
             return out
-        return array
-
-    def _decompress_into(self, data, out):
-        target = memoryview(out).cast("B")
-        size = 0
-        with self._decompressor().stream_reader(data) as reader:
-            while size < len(target):
-                count = reader.readinto(target[size:])
-                if not count:
-                    break
-                size += count
-            # a chunk that decodes to more bytes than expected is corrupt too
-            if size == len(target) and reader.read(1):
-                size += 1
-        self._check_size(size)
-
-    def _check_size(self, size):
-        if size != self.chunk_bytes:
-            raise OSError(
-                f"A chunk of '{self.name}' decodes to {size} bytes, "
-                f"expected {self.chunk_bytes}"
-            )
+        return np.frombuffer(data, dtype=np.uint8)
 
     def encode(self, chunk: np.ndarray) -> bytes:
         """Run the filter pipeline on one whole chunk"""
@@ -156,15 +108,6 @@ class ChunkCodec:
             else:
                 data = self._compressor().compress(data)
         return bytes(data)
-
-
-def _get_filters(dataset) -> list[tuple[int, tuple]]:
-    dcpl = dataset.id.get_create_plist()
-    filters = []
-    for index in range(dcpl.get_nfilters()):
-        fid, _flags, opts, _name = dcpl.get_filter(index)
-        filters.append((int(fid), tuple(opts)))
-    return filters
 
 
 def _decode_chunks(

@@ -17,6 +17,7 @@ import os
 import h5py
 import numpy as np
 
+from .bounded_chunks import ChunkDecoder, ChunkSizeError
 from .chunks import ChecksumError, ChunkCodec, read_frames, sum_top_rows
 from .conventions import ensure_hdf5_filters
 
@@ -27,6 +28,14 @@ DEFAULT_BLOCK_BYTES = 8 * 1024**2
 #: write image chunks of a few MiB, and every worker thread holds one
 #: decoded chunk, so a crafted chunk shape must not decide the memory used
 MAX_CHUNK_BYTES = 256 * 1024**2
+
+#: largest image height and width (pixels) read from a file. RT-DC
+#: cameras record a region of interest around the channel (80x250 to
+#: 100x1010 pixels in dcnum's and dclab's test data) of sensors at most
+#: 1280x1024 pixels wide; 4096 leaves room for any camera of the next
+#: years while a crafted file declaring e.g. 20000x20000 images (400 MB
+#: each, gigabytes per block of frames) is refused before any read
+MAX_IMAGE_SIDE = 4096
 
 #: errors of h5py, HDF5 filters and the chunk decoder while reading data
 #: (Zstandard errors are not OSErrors; ValueError covers h5py's "Invalid
@@ -95,11 +104,17 @@ class ImageStack:
         self.frame_size = shape[1] * shape[2]
         #: the h5py dataset behind `source`, if reads can go there directly
         self.h5dataset = source if isinstance(source, h5py.Dataset) else None
-        for dataset in (self.h5dataset, getattr(source, "feat_obj", None)):
+        feat_obj = getattr(source, "feat_obj", None)
+        for dataset in (self.h5dataset, feat_obj):
             if isinstance(dataset, h5py.Dataset):
                 # before any computation: a file that declares more
                 # frames than it stores would be read as fill values
                 check_storage(dataset, name)
+                check_image_size(shape, name)
+        #: bounded decoders of the datasets behind `source` (None: HDF5
+        #: decodes, see :mod:`dcbg.io.bounded_chunks`)
+        self.decoder = ChunkDecoder.for_dataset(self.h5dataset, name)
+        self.basin_decoder = ChunkDecoder.for_dataset(feat_obj, name)
         #: frames per HDF5 chunk (reads aligned to it avoid decompressing twice)
         self.chunk_frames = self._get_chunk_frames()
         #: direct chunk decoder for parallel reads (None: read through h5py)
@@ -180,7 +195,7 @@ class ImageStack:
         """Errors of h5py and the decoders name the stack and the frames"""
         try:
             yield
-        except (ImageReadError, ChecksumError) as exc:
+        except (ImageReadError, ChecksumError, ChunkSizeError) as exc:
             # a checksum error stays one (callers may tell it apart)
             if self.name in str(exc):
                 raise
@@ -213,6 +228,8 @@ class ImageStack:
                 self.h5dataset, self.codec, start, stop, out.reshape(count, -1), pool
             )
             return out
+        if self.decoder is not None and self.dtype == np.uint8:
+            return self.decoder.read(start, stop, out)
         if self.h5dataset is not None and self.dtype == np.uint8:
             self.h5dataset.read_direct(out, np.s_[start:stop], np.s_[0:count])
             return out
@@ -242,9 +259,14 @@ class ImageStack:
             # covered range of the basin once and index it in memory.
             indices = np.asarray(basinmap[start:stop])
             lo, hi = int(indices.min()), int(indices.max()) + 1
+            read = feat_obj.__getitem__
+            if self.basin_decoder is not None:
+                read = self.basin_decoder.read_slice
             if hi - lo <= 4 * (stop - start) + self.chunk_frames:
-                return np.asarray(feat_obj[lo:hi])[indices - lo]
-            return np.stack([np.asarray(feat_obj[int(ii)]) for ii in indices])
+                return np.asarray(read(slice(lo, hi)))[indices - lo]
+            return np.stack([np.asarray(read(slice(ii, ii + 1)))[0] for ii in indices])
+        if self.decoder is not None:
+            return self.decoder.read(start, stop)
         return np.asarray(self.source[start:stop])
 
     def _to_uint8(self, data: np.ndarray, start: int) -> np.ndarray:
@@ -379,6 +401,21 @@ def check_storage(dataset: h5py.Dataset, name: str):
                 f"file stores only {stored} bytes of it; expected all data to "
                 f"be stored (the file is truncated, unfinished or crafted)"
             )
+
+
+def check_image_size(shape: tuple, name: str):
+    """Raise ValueError if images of `shape` (frames, height, width) are absurd
+
+    See `MAX_IMAGE_SIDE`: checked before any frame is read, so a few
+    bytes of crafted metadata cannot make dcbg allocate gigabytes.
+    """
+    height, width = shape[1:]
+    if height > MAX_IMAGE_SIDE or width > MAX_IMAGE_SIDE:
+        raise ValueError(
+            f"The {name} declares images of {height}x{width} pixels; expected "
+            f"at most {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} (RT-DC cameras record "
+            f"far smaller regions; the file is damaged or crafted)"
+        )
 
 
 def _all_chunks_stored(dataset: h5py.Dataset) -> bool:
