@@ -48,6 +48,7 @@ import stat
 import h5py
 import numpy as np
 
+from .attributes import check_root_attributes
 from .conventions import ensure_hdf5_filters, read_text_lines
 from .images import check_storage
 
@@ -1071,6 +1072,9 @@ def open_rtdc(path: pathlib.Path, writable: bool = False):
     from dclab.rtdc_dataset.fmt_hdf5 import RTDC_HDF5
     from dclab.rtdc_dataset.fmt_hdf5.base import OldFormatNotSupportedError
 
+    # before dclab reads the metadata: a damaged text attribute can make
+    # HDF5 loop forever (see dcbg.io.attributes)
+    check_root_attributes(path, h5kwargs)
     try:
         return RTDC_HDF5(path, h5kwargs=h5kwargs, enable_basins=False)
     except OSError as exc:
