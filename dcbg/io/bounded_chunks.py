@@ -300,7 +300,8 @@ class ChunkDecoder:
         return self.read(start, max(start, stop))
 
     def _read_chunk(self, origin: tuple) -> np.ndarray:
-        where = f"Chunk {origin} of the {self.name}"
+        # callers name the data (ImageStack: "Cannot read frames ... of ...")
+        where = f"chunk {origin}"
         try:
             filter_mask, raw = self.dataset.id.read_direct_chunk(origin)
         except RuntimeError:
