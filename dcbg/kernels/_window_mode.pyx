@@ -81,38 +81,47 @@ def window_modes_core(
     if pix_stop == pix_start or n_windows == 0:
         return
     cdef Py_ssize_t block = min(<Py_ssize_t>_BLOCK_SIZE, pix_stop - pix_start)
+    for i in range(n_frames):
+        if not -255 <= shifts[i] <= 255:
+            raise ValueError(f"shifts must lie in -255..255, got {shifts[i]}")
     cdef int32_t* hist = <int32_t*>malloc(block * 256 * sizeof(int32_t))
-    if hist == NULL:
+    # one lookup table of 256 bins per shift -255..255 (128 KiB)
+    cdef uint8_t* luts = <uint8_t*>malloc(511 * 256)
+    if hist == NULL or luts == NULL:
+        free(hist)
+        free(luts)
         raise MemoryError()
     with nogil:
         _window_modes(
             &stack[0, 0], n_pixels, k, &starts[0], n_windows, &shifts[0],
-            &out[0, 0], pix_start, pix_stop, block, hist,
+            &out[0, 0], pix_start, pix_stop, block, hist, luts,
         )
     free(hist)
-
-
-cdef inline Py_ssize_t _shifted(uint8_t value, int32_t shift) noexcept nogil:
-    """The value minus the frame's shift, clipped to 0..255"""
-    cdef Py_ssize_t t = <Py_ssize_t>value - shift
-    if t < 0:
-        return 0
-    if t > 255:
-        return 255
-    return t
+    free(luts)
 
 
 cdef inline void _add_frame(
-    int32_t* hist, const uint8_t* row, int32_t shift, Py_ssize_t nb, int32_t sign
+    int32_t* hist, const uint8_t* row, const uint8_t* lut, Py_ssize_t nb, int32_t sign
 ) noexcept nogil:
-    """Add (sign 1) or remove (sign -1) one frame's values of a block"""
-    cdef Py_ssize_t j
-    if shift == 0:
-        for j in range(nb):
-            hist[(j << 8) + row[j]] += sign
-    else:
-        for j in range(nb):
-            hist[(j << 8) + _shifted(row[j], shift)] += sign
+    """Add (sign 1) or remove (sign -1) one frame's values of a block
+
+    `lut` maps a grey value to its histogram bin: the value minus the
+    frame's shift, clipped to 0..255.
+    """
+    cdef Py_ssize_t j = 0
+    cdef int32_t* h = hist
+    # unrolled by hand, as count_frames of _histogram.pxd (gcc does not)
+    while j + 4 <= nb:
+        h[lut[row[j]]] += sign
+        h[256 + lut[row[j + 1]]] += sign
+        h[512 + lut[row[j + 2]]] += sign
+        h[768 + lut[row[j + 3]]] += sign
+        h += 1024
+        j += 4
+    while j < nb:
+        h[lut[row[j]]] += sign
+        h += 256
+        j += 1
 
 
 cdef inline uint8_t _mode(const int32_t* h) noexcept nogil:
@@ -164,8 +173,14 @@ cdef void _window_modes(
     Py_ssize_t pix_stop,
     Py_ssize_t block,
     int32_t* hist,
+    uint8_t* luts,
 ) noexcept nogil:
-    cdef Py_ssize_t b0, nb, w, f, j, current, start
+    # luts[(shift + 255) * 256 + v]: bin of value v in a frame of that shift
+    cdef Py_ssize_t b0, nb, w, f, j, current, start, s, v, t
+    for s in range(-255, 256):
+        for v in range(256):
+            t = v - s
+            luts[(s + 255) * 256 + v] = <uint8_t>(0 if t < 0 else (255 if t > 255 else t))
     b0 = pix_start
     while b0 < pix_stop:
         nb = min(block, pix_stop - b0)
@@ -177,12 +192,19 @@ cdef void _window_modes(
                 # counting the new window afresh
                 memset(hist, 0, nb * 256 * sizeof(int32_t))
                 for f in range(start, start + k):
-                    _add_frame(hist, stack + f * n_pixels + b0, shifts[f], nb, 1)
+                    _add_frame(
+                        hist, stack + f * n_pixels + b0,
+                        luts + (shifts[f] + 255) * 256, nb, 1,
+                    )
             else:
                 for f in range(current, start):
-                    _add_frame(hist, stack + f * n_pixels + b0, shifts[f], nb, -1)
                     _add_frame(
-                        hist, stack + (f + k) * n_pixels + b0, shifts[f + k], nb, 1
+                        hist, stack + f * n_pixels + b0,
+                        luts + (shifts[f] + 255) * 256, nb, -1,
+                    )
+                    _add_frame(
+                        hist, stack + (f + k) * n_pixels + b0,
+                        luts + (shifts[f + k] + 255) * 256, nb, 1,
                     )
             current = start
             for j in range(nb):
