@@ -319,3 +319,33 @@ def test_dcnum_runner_computes_sparse_mode_with_use_dcbg(cytoshot, tmp_path):
         assert h5.attrs["pipeline:dcnum background"] == "sparsemode:k=5^s=0.002^o=1"
         assert "bg_off" in h5["events"]
         assert "image_bg" in h5["basin_events"]
+
+
+# --- command line ---------------------------------------------------------
+
+
+def test_cli_methods_and_compute(cytoshot, tmp_path):
+    from click.testing import CliRunner
+
+    from dcbg.cli import make_cli
+
+    def cli(*args):
+        result = CliRunner().invoke(make_cli(), [str(arg) for arg in args])
+        assert result.exit_code == 0, result.output
+        return result
+
+    listing = cli("methods").stdout
+    assert "sparsemode: Sparse mode background" in listing
+    assert "PPID (defaults): sparsemode:k=1000^s=1^o=1" in listing
+    api = run(BackgroundSparseMode, cytoshot, tmp_path / "api.rtdc", kernel_size=8)
+    by_options = tmp_path / "options.rtdc"
+    cli("compute", cytoshot, "-o", by_options, "--method", "sparsemode",
+        "--kernel-size", "8", "--num-cpus", "1")  # fmt: skip
+    by_ppid = tmp_path / "ppid.rtdc"
+    summary = cli("compute", cytoshot, "-o", by_ppid, "--ppid", "sparsemode:k=8").stdout
+    assert "sparsemode:k=8^s=1^o=1" in summary
+    expected = read_background(api)
+    for path in (by_options, by_ppid):
+        image_bg, bg_off = read_background(path)
+        np.testing.assert_array_equal(image_bg, expected[0])
+        np.testing.assert_array_equal(bg_off, expected[1])
