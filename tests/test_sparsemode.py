@@ -211,7 +211,10 @@ def test_method_independent_of_read_and_task_split(small_stack, tmp_path, monkey
     run(BackgroundSparseMode, small_stack, tmp_path / "a.rtdc", **kwargs)
     # tiny read blocks and tasks: other buffers, other slides and recounts
     monkeypatch.setattr(bg_sparse_mode, "READ_BLOCK_FRAMES", 7)
-    monkeypatch.setattr(bg_sparse_mode, "TASK_MAX_WINDOWS", 3)
+    plan = bg_sparse_mode.plan_windows
+    monkeypatch.setattr(
+        bg_sparse_mode, "plan_windows", lambda starts, k, span: plan(starts, k, 3)
+    )
     run(BackgroundSparseMode, small_stack, tmp_path / "b.rtdc", num_cpus=1, **kwargs)
     first, second = (read_background(tmp_path / f"{n}.rtdc") for n in "ab")
     np.testing.assert_array_equal(first[0], second[0])

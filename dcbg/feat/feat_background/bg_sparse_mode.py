@@ -45,10 +45,13 @@ from .sparse_series import (
 DEFAULT_KERNEL_SIZE = 1000
 #: Default seconds between series images: the sparse median's default
 DEFAULT_SPLIT_TIME = 1.0
-#: Most windows per kernel task: consecutive windows that overlap slide
-#: their histograms in one task; a task holds its frames (windows +
-#: kernel_size frames), so this bounds the memory per task
-TASK_MAX_WINDOWS = 256
+#: Overlapping windows are computed together in a task whose histograms
+#: slide from one window to the next; a task spans window starts over at
+#: most max(kernel_size, TASK_MIN_SPAN) frames and holds that many frames
+#: plus kernel_size, which bounds its memory (default: 2,000 frames, 51 MB
+#: of 80x320 frames) whatever the length of the measurement. Spans shorter
+#: than kernel_size would count the first window of a task afresh more often.
+TASK_MIN_SPAN = 256
 
 
 def round_half_up(numerator, denominator):
@@ -203,7 +206,7 @@ class BackgroundSparseMode(Background):
             #: first frames of the distinct windows (sorted), the distinct
             #: window of each series step, the tasks that compute them
             self.distinct_starts, self.step_index, self._tasks = plan_windows(
-                starts, self.kernel_size, max(self.kernel_size, TASK_MAX_WINDOWS)
+                starts, self.kernel_size, max(self.kernel_size, TASK_MIN_SPAN)
             )
             #: one background image per distinct window
             self.distinct_images = np.zeros(
