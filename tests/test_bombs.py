@@ -182,6 +182,31 @@ def test_zstd_bomb_is_refused_in_bounded_memory(tmp_path, chunks, content_size):
 
 
 @posix_only
+def test_gzip_bomb_in_a_scalar_feature(tmp_path):
+    """The frame times the sparse median reads: decoded bounded too"""
+    inp = tmp_path / "time.rtdc"
+    inp.write_bytes(CYTOSHOT.read_bytes())
+    with h5py.File(inp, "a") as h5:
+        times = h5["events/time"][:]
+        del h5["events/time"]
+        dataset = h5["events"].create_dataset(
+            "time",
+            shape=times.shape,
+            dtype=times.dtype,
+            chunks=(13,),
+            compression="gzip",
+        )
+        dataset.id.write_direct_chunk((0,), gzip_bomb(BOMB_BYTES))
+    assert_refused(
+        inp,
+        tmp_path / "out.rtdc",
+        "'time' feature",
+        "more than the 104 bytes its shape holds",
+        method=("--method", "sparsemed", "--kernel-size", "4"),
+    )
+
+
+@posix_only
 def test_huge_declared_image_shape_is_refused_up_front(tmp_path):
     """10 frames of 20000x20000 in a small file (took 10.7 GB, named no file)"""
     inp = measurement_with_images(

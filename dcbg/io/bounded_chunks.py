@@ -315,3 +315,20 @@ class ChunkDecoder:
             raw, filter_mask, self.filters, self.chunk_bytes, self.dtype.itemsize, where
         )
         return np.frombuffer(data, dtype=self.dtype).reshape(self.chunks)
+
+
+def read_whole(data, name: str) -> np.ndarray:
+    """All of `data` (an h5py dataset or array-like), chunks decoded bounded
+
+    Parameters
+    ----------
+    data: h5py.Dataset or array-like
+        Read through :class:`ChunkDecoder` where it can decode the
+        dataset's filters, else as ``data[:]``
+    name: str
+        What to call the data in messages
+    """
+    decoder = ChunkDecoder.for_dataset(data, name)
+    if decoder is None:
+        return data[:]
+    return decoder.read(0, data.shape[0])
