@@ -324,6 +324,25 @@ def test_bounded_decompressors_stop_at_the_limit():
         zstd_decompress_bounded(frames, 1000, "chunk x")
 
 
+def test_szip_chunk_declaring_more_than_it_holds(tmp_path):
+    """HDF5's szip filter allocates the size a chunk's header declares"""
+    from dcbg.io.images import ImageStack
+
+    frames = (np.arange(6 * 10 * 100) % 7).astype(np.uint8).reshape(6, 10, 100)
+    with h5py.File(tmp_path / "szip.h5", "w") as h5:
+        dataset = h5.create_dataset(
+            "image", data=frames, chunks=(2, 10, 100), compression="szip"
+        )
+        _, raw = dataset.id.read_direct_chunk((2, 0, 0))
+        assert struct.unpack_from("<I", raw)[0] == 2000
+        dataset.id.write_direct_chunk((2, 0, 0), struct.pack("<I", 2**31) + raw[4:])
+        stack = ImageStack(dataset, name="'image' of 'szip.h5'")
+        assert stack.decoder is None  # szip: HDF5 decodes
+        np.testing.assert_array_equal(stack.read(0, 2), frames[:2])
+        with pytest.raises(OSError, match="declares 2147483648 bytes of szip data"):
+            stack.read(0, 6)
+
+
 def corpus_files() -> list[pathlib.Path]:
     """.rtdc files of dcnum's and dclab's test data, if extracted in the cache"""
     cache = os.environ.get("DCBG_TEST_CACHE", "~/.cache/dcbg-tests")

@@ -13,7 +13,9 @@ that does not decode to exactly its size is refused with an error
 naming the data and the chunk. :class:`ChunkDecoder` reads any chunked
 dataset whose filters are all among :data:`DECODABLE_FILTERS` this way
 (any chunk shape, any fixed-size number type), in place of h5py.
-Datasets with other filters (szip, LZF, ...) are decoded by HDF5.
+Datasets with other filters (szip, LZF, ...) are decoded by HDF5; for
+szip, which allocates the size a chunk's header declares, that size is
+checked first (:func:`check_szip_chunks`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ DEFLATE_FILTER = h5py.h5z.FILTER_DEFLATE
 SHUFFLE_FILTER = h5py.h5z.FILTER_SHUFFLE
 FLETCHER32_FILTER = h5py.h5z.FILTER_FLETCHER32
 ZSTD_FILTER = 32015
+SZIP_FILTER = h5py.h5z.FILTER_SZIP
 
 #: filters dcbg undoes itself, with bounded memory
 DECODABLE_FILTERS = frozenset(
@@ -332,3 +335,49 @@ def read_whole(data, name: str) -> np.ndarray:
     if decoder is None:
         return data[:]
     return decoder.read(0, data.shape[0])
+
+
+def check_szip_chunks(dataset, start: int, stop: int, name: str):
+    """Refuse szip chunks of entries ``start:stop`` declaring more than they hold
+
+    HDF5's szip filter allocates the decoded size stored in the first 4
+    bytes of a chunk before decoding. Only a pipeline whose outermost
+    filter is szip (possibly inside a Fletcher-32 checksum) is checked;
+    other datasets are left alone.
+
+    Raises
+    ------
+    ChunkSizeError
+        If a chunk declares more than its shape holds; names `name`
+    """
+    if not isinstance(dataset, h5py.Dataset) or dataset.chunks is None:
+        return
+    filters = [fid for fid, _ in get_filters(dataset)]
+    outer = [fid for fid in reversed(filters) if fid != FLETCHER32_FILTER][:1]
+    if outer != [SZIP_FILTER] or stop <= start:
+        return
+    chunks = dataset.chunks
+    limit = math.prod(chunks) * dataset.dtype.itemsize
+    limit += CHECKSUM_BYTES * filters[: filters.index(SZIP_FILTER)].count(
+        FLETCHER32_FILTER
+    )
+    grids = [
+        range(0, size, chunk)
+        for size, chunk in zip(dataset.shape[1:], chunks[1:], strict=True)
+    ]
+    first = chunks[0]
+    for c0 in range(start // first * first, stop, first):
+        for rest in itertools.product(*grids):
+            try:
+                filter_mask, raw = dataset.id.read_direct_chunk((c0, *rest))
+            except RuntimeError:
+                continue  # not stored (fill values) or unreadable: HDF5 says
+            if filter_mask & (1 << filters.index(SZIP_FILTER)) or len(raw) < 4:
+                continue
+            (declared,) = struct.unpack_from("<I", raw)
+            if declared > limit:
+                raise ChunkSizeError(
+                    f"Chunk {(c0, *rest)} of the {name} declares {declared} bytes "
+                    f"of szip data, but its shape holds {limit}; the file is "
+                    f"damaged or crafted (a decompression bomb)"
+                )

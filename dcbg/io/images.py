@@ -17,7 +17,7 @@ import os
 import h5py
 import numpy as np
 
-from .bounded_chunks import ChunkDecoder, ChunkSizeError
+from .bounded_chunks import ChunkDecoder, ChunkSizeError, check_szip_chunks
 from .chunks import ChecksumError, ChunkCodec, read_frames, sum_top_rows
 from .conventions import ensure_hdf5_filters
 
@@ -230,6 +230,8 @@ class ImageStack:
             return out
         if self.decoder is not None and self.dtype == np.uint8:
             return self.decoder.read(start, stop, out)
+        if self.h5dataset is not None:
+            check_szip_chunks(self.h5dataset, start, stop, self.name)
         if self.h5dataset is not None and self.dtype == np.uint8:
             self.h5dataset.read_direct(out, np.s_[start:stop], np.s_[0:count])
             return out
@@ -260,6 +262,8 @@ class ImageStack:
             indices = np.asarray(basinmap[start:stop])
             lo, hi = int(indices.min()), int(indices.max()) + 1
             read = feat_obj.__getitem__
+            if isinstance(feat_obj, h5py.Dataset):
+                check_szip_chunks(feat_obj, lo, hi, self.name)
             if self.basin_decoder is not None:
                 read = self.basin_decoder.read_slice
             if hi - lo <= 4 * (stop - start) + self.chunk_frames:
