@@ -289,6 +289,8 @@ def time_axes():
         "huge_offset": huge,
         "float32": (np.sort(rng.uniform(0, 3, 400)).astype(np.float32)),
         "unsorted": rng.uniform(0, 2, 150),
+        "unsorted_ties": rng.permutation(np.round(rng.uniform(0, 3, 400), 1)),
+        "unsorted_huge": rng.permutation(huge),
         "one_frame": np.zeros(1),
     }
 

@@ -10,7 +10,8 @@ images. This module plans the series by its distinct windows:
 - :func:`nearest_frames` and :func:`switch_frames` find, for every
   series step at once, the frame that dcnum's per-step ``np.argmin``
   finds (the same floating-point expressions, the first of equal
-  minima), in O(log frames) per step for sorted frame times;
+  minima), in O(log frames) per step (unsorted frame times, as in a
+  damaged file, are searched in sorted order);
 - :func:`plan_windows` gives each step's distinct window and groups
   overlapping windows into tasks for the incremental rolling-median
   kernel (consecutive windows differ by one frame);
@@ -35,10 +36,6 @@ import numpy as np
 
 #: grey levels of uint8 images (histogram bins of the exact median)
 GREY_LEVELS = 256
-#: matrix elements (float64, 8 bytes) of one block of the exact
-#: brute-force nearest-frame search for unsorted frame times: 16 MiB
-BRUTE_FORCE_BLOCK_ELEMENTS = 2**21
-
 # Cleansing of the background series (dcnum's values; any other value
 # changes which images are removed, and with it the output).
 #: half height, in rows, of the band around the channel axis whose
@@ -58,41 +55,32 @@ CLEANSING_BASELINE_IMAGES = 10
 CLEANSING_VARIANCE_FACTOR = 150
 
 
-def _first_argmin_abs(signed, n_frames: int, n_queries: int, sorted_frames: bool):
-    """For each query, the first frame index minimising ``|signed(q, f)|``
+def _min_blocks(signed, n_frames: int, n_queries: int):
+    """For each query, the frames where ``|signed(q, f)|`` is smallest
 
     Parameters
     ----------
     signed: callable
         ``signed(q, f)`` evaluates, for index arrays `q` (queries) and `f`
-        (frames) of the same (or broadcastable) shape, the signed
-        expression whose absolute value the caller minimises, with the
-        same floating-point operations as the caller's reference.
+        (frame positions) of the same shape, the signed expression whose
+        absolute value the caller minimises, with the same floating-point
+        operations as the caller's reference; it must not decrease with
+        `f` (true for frame times in sorted order: rounding is monotone).
     n_frames, n_queries: int
         Frames (>= 1) and queries
-    sorted_frames: bool
-        Whether ``signed(q, f)`` is non-decreasing in `f` for every `q`
-        (true for frame times sorted in time: rounding is monotone).
-        Then binary searches find the sign change and the first of equal
-        values near it; otherwise every pair is evaluated, in blocks.
 
     Returns
     -------
-    index: np.ndarray of int64, shape (n_queries,)
-        What ``np.argmin(np.abs(signed(q, all frames)))`` gives per query
+    lo, hi: np.ndarray of int64, shape (n_queries,)
+        The positions ``lo <= f < hi`` that attain the minimum (|signed|
+        falls to the sign change and rises after it, so they are
+        contiguous), found with binary searches: O(log frames) per query.
     """
-    if not sorted_frames:
-        out = np.empty(n_queries, dtype=np.int64)
-        rows = max(1, BRUTE_FORCE_BLOCK_ELEMENTS // n_frames)
-        frames = np.arange(n_frames)[np.newaxis, :]
-        for a in range(0, n_queries, rows):
-            q = np.arange(a, min(a + rows, n_queries))[:, np.newaxis]
-            out[a : a + rows] = np.argmin(np.abs(signed(q, frames)), axis=1)
-        return out
     queries = np.arange(n_queries)
 
     def bisect(lo, hi, predicate):
-        # smallest f in [lo, hi] with predicate(q, f) (true at hi)
+        # smallest f in [lo, hi] with predicate(q, f) (true at hi, which
+        # is never evaluated)
         lo, hi = lo.copy(), hi.copy()
         active = np.flatnonzero(lo < hi)
         while active.size:
@@ -104,29 +92,78 @@ def _first_argmin_abs(signed, n_frames: int, n_queries: int, sorted_frames: bool
         return lo
 
     zeros = np.zeros(n_queries, dtype=np.int64)
-    # first frame at or after the sign change (n_frames: none)
     ends = np.full(n_queries, n_frames, dtype=np.int64)
-
-    def non_negative(q, f):
-        # bisect never evaluates f == n_frames (it stands for "none")
-        return signed(q, f) >= 0
-
-    change = bisect(zeros, ends, non_negative)
+    # first position at or after the sign change (n_frames: none)
+    change = bisect(zeros, ends, lambda q, f: signed(q, f) >= 0)
     has_right = change < n_frames
     has_left = change > 0
-    right = np.minimum(change, n_frames - 1)
-    last_left = np.maximum(change - 1, 0)
-    right_value = np.abs(signed(queries, right))
-    left_value = np.abs(signed(queries, last_left))
+    right_value = np.abs(signed(queries, np.minimum(change, n_frames - 1)))
+    left_value = np.abs(signed(queries, np.maximum(change - 1, 0)))
+    # left of the change |signed| does not increase, right of it it does
+    # not decrease: the minimum's extent on either side
+    first_left = bisect(
+        zeros,
+        np.maximum(change - 1, 0),
+        lambda q, f: np.abs(signed(q, f)) <= left_value[q],
+    )
+    stop_right = bisect(
+        change, ends, lambda q, f: np.abs(signed(q, f)) > right_value[q]
+    )
+    use_left = has_left & (~has_right | (left_value <= right_value))
+    use_right = has_right & (~has_left | (right_value <= left_value))
+    lo = np.where(use_left, first_left, change)
+    hi = np.where(use_right, stop_right, change)
+    return lo, hi
 
-    # left of the change |signed| does not increase with f: the first
-    # frame with the value of the last one is the first not above it
-    def not_above_left(q, f):
-        return np.abs(signed(q, f)) <= left_value[q]
 
-    first_left = bisect(zeros, last_left, not_above_left)
-    take_left = has_left & (~has_right | (left_value <= right_value))
-    return np.where(take_left, first_left, right)
+def _range_min(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``min(values[lo[i]:hi[i]])`` for every i (non-empty ranges)
+
+    A segment tree (levels of pairwise minima, 2 * len(values) numbers)
+    answers each range in O(log len(values)) steps, for all ranges at once.
+    """
+    fill = np.iinfo(np.int64).max
+    levels = [np.asarray(values, dtype=np.int64)]
+    while levels[-1].size > 1:
+        level = levels[-1]
+        if level.size % 2:
+            level = np.append(level, fill)
+        levels.append(np.minimum(level[0::2], level[1::2]))
+    result = np.full(lo.size, fill, dtype=np.int64)
+    lo, hi = lo.copy(), hi.copy()
+    for level in levels:
+        active = lo < hi
+        if not active.any():
+            break
+        take = active & (lo % 2 == 1)
+        result[take] = np.minimum(result[take], level[lo[take]])
+        lo[take] += 1
+        take = active & (hi % 2 == 1)
+        hi[take] -= 1
+        result[take] = np.minimum(result[take], level[hi[take]])
+        lo //= 2
+        hi //= 2
+    return result
+
+
+def _first_argmin_abs(expression, time: np.ndarray, n_queries: int) -> np.ndarray:
+    """What ``np.argmin(np.abs(expression(q, time)))`` gives for every query
+
+    `expression(q, values)` evaluates the caller's expression for queries
+    `q` and frame times `values` (arrays of one shape); it must not
+    decrease with the frame time. Unsorted times are searched in sorted
+    order (stable), and the first frame of the minimum is the smallest
+    original index among the positions that attain it.
+    """
+    if n_queries == 0:
+        return np.zeros(0, dtype=np.int64)
+    if _is_sorted(time):
+        lo, _ = _min_blocks(lambda q, f: expression(q, time[f]), time.size, n_queries)
+        return lo
+    order = np.argsort(time, kind="stable")
+    in_order = time[order]
+    lo, hi = _min_blocks(lambda q, f: expression(q, in_order[f]), time.size, n_queries)
+    return _range_min(order, lo, hi)
 
 
 def _is_sorted(values: np.ndarray) -> bool:
@@ -141,11 +178,11 @@ def nearest_frames(time: np.ndarray, seconds: np.ndarray) -> np.ndarray:
     """
     seconds = np.asarray(seconds)
 
-    def signed(q, f):
-        # negated (exact) so that it increases with the frame time
-        return -(seconds[q] - time[f])
+    def expression(q, values):
+        # negated (exactly) so that it increases with the frame time
+        return -(seconds[q] - values)
 
-    return _first_argmin_abs(signed, time.size, seconds.size, _is_sorted(time))
+    return _first_argmin_abs(expression, time, seconds.size)
 
 
 def switch_frames(time: np.ndarray, step_times: np.ndarray, split_time) -> np.ndarray:
@@ -157,10 +194,10 @@ def switch_frames(time: np.ndarray, step_times: np.ndarray, split_time) -> np.nd
     """
     half = split_time / 2
 
-    def signed(q, f):
-        return time[f] - step_times[q] - half
+    def expression(q, values):
+        return values - step_times[q] - half
 
-    return _first_argmin_abs(signed, time.size, step_times.size, _is_sorted(time))
+    return _first_argmin_abs(expression, time, step_times.size)
 
 
 def assign_background_index(time, step_times, split_time) -> np.ndarray:
