@@ -221,7 +221,7 @@ def test_output_carries_no_refused_basin(tree, tmp_path):
 @pytest.mark.parametrize(
     "target, reason",
     [
-        ("/dev/zero", "'/dev/zero' is a character device, not a regular file"),
+        ("/dev/zero", "'/dev/zero' is in /dev, a virtual file system"),
         ("/proc/self/environ", "in /proc, a virtual file system"),
         ("/etc/passwd", "is not an HDF5 file (no HDF5 signature)"),
         ("{tmp}/missing.rtdc", "does not exist"),

@@ -15,14 +15,17 @@ basins) and resolves the other basins itself, under a
 
 - internal basins (mapped or not) are always used;
 - a file basin is followed only to a regular, non-empty file with the
-  HDF5 signature (never a FIFO, device, socket, directory or a file in
-  ``/proc`` or ``/sys``), checked with :func:`os.stat` and a
-  non-blocking read before HDF5 opens it; relative paths are taken
-  relative to the file that names them (never to the working
-  directory); with a basin root, only to files that resolve (symbolic
-  links followed) inside that directory tree; the basin file's
-  measurement identifier must match; file basins of basins are followed
-  under the same policy (no cycles, at most `MAX_BASIN_DEPTH` levels);
+  HDF5 signature (never a FIFO, device, socket, directory, nor anything
+  reached through ``/proc``, ``/sys`` or ``/dev``), opened once and
+  checked through its open descriptor, which HDF5 then reads (see
+  :mod:`dcbg.io.safe_open`: what is read is what was checked); relative
+  paths are taken relative to the file that names them (never to the
+  working directory); with a basin root, only to files that resolve
+  (symbolic links followed) inside that directory tree; the basin
+  file's measurement identifier must match; file basins of basins are
+  followed under the same policy (no cycles, at most `MAX_BASIN_DEPTH`
+  levels), each distinct file opened once and the whole work per input
+  bounded (see :mod:`dcbg.io.basin_resolution`);
 - remote basins are never followed, and no network request is made,
   unless the user opts in (``allow_remote_basins=True``,
   ``--allow-remote-basins``); then dclab handles them.
@@ -43,28 +46,22 @@ import numbers
 import os
 import pathlib
 import re
-import stat
 
 import h5py
 import numpy as np
 
 from .attributes import check_root_attributes
+from .basin_resolution import BasinResolution, BasinWorkExceeded
 from .conventions import ensure_hdf5_filters, read_text_lines
+from .hdf5_links import check_links, one_line_error
 from .images import check_storage
-
-#: the 8 bytes every HDF5 file starts with (after an optional user block)
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-#: HDF5 looks for its signature at offset 0 and at 512 * 2**k (a user
-#: block of that size may precede the data); 2**40 * 512 bytes is beyond
-#: any file, so this bounds the search
-MAX_SIGNATURE_PROBES = 40
-
-#: virtual file systems whose "regular files" are kernel interfaces
-#: (``/proc/self/environ`` reads the environment, reads of ``/sys`` files
-#: may have side effects): never basins. ``/dev`` holds devices, which
-#: are not regular files anyway, and ``/dev/shm``, a RAM disk for real files.
-VIRTUAL_FS_ROOTS = ("/proc", "/sys")
+from .safe_open import (
+    FileRefused,
+    OpenedFile,
+    check_hdf5_file,
+    check_same_file,
+    open_hdf5_file,
+)
 
 #: file basins of basins are followed this deep; real pipelines nest two
 #: or three levels (raw data -> processed -> background), deeper chains
@@ -82,95 +79,6 @@ BASINMAP_NAME = re.compile(r"basinmap\d+")
 
 #: groups of an .rtdc file whose members dcbg or dclab access
 ACCESSED_GROUPS = ("events", "basin_events", "basins", "logs", "tables")
-
-#: how many links a soft link may point through before dcbg gives up
-#: (HDF5's own limit on link traversals is 16)
-MAX_SOFT_LINK_HOPS = 16
-
-
-class FileRefused(ValueError):
-    """A path that must not be opened; the message says why (a phrase)"""
-
-
-def describe_file_type(mode: int) -> str:
-    """What a file that is not a regular file is, e.g. "a FIFO (named pipe)" """
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISCHR(mode):
-        return "a character device"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a regular file"
-
-
-def check_hdf5_file(path) -> os.stat_result:
-    """Raise :class:`FileRefused` unless `path` is a regular HDF5 file
-
-    Nothing that could block or have side effects is done: the file type
-    is checked with :func:`os.stat` before the file is opened (without
-    blocking, ``O_NONBLOCK``) to look for the HDF5 signature.
-
-    Parameters
-    ----------
-    path: str or pathlib.Path
-        The file; symbolic links are followed
-
-    Returns
-    -------
-    st: os.stat_result
-        The status of the file
-
-    Raises
-    ------
-    FileRefused
-        With a phrase saying why, e.g. "is a FIFO (named pipe), not a
-        regular file"
-    """
-    real = os.path.realpath(path)
-    for root in VIRTUAL_FS_ROOTS:
-        if real == root or real.startswith(root + "/"):
-            raise FileRefused(
-                f"resolves to '{real}' in {root}, a virtual file system, "
-                f"not a regular file"
-            )
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise FileRefused("does not exist") from None
-    except (OSError, ValueError) as exc:  # ValueError: embedded null byte
-        raise FileRefused(f"cannot be accessed ({exc})") from exc
-    if not stat.S_ISREG(st.st_mode):
-        kind = describe_file_type(st.st_mode)
-        raise FileRefused(f"is {kind}, not a regular file")
-    if st.st_size == 0:
-        raise FileRefused("is empty, not an HDF5 file")
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
-    try:
-        fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise FileRefused(f"cannot be opened ({exc.strerror})") from exc
-    try:
-        st_open = os.fstat(fd)
-        if not stat.S_ISREG(st_open.st_mode) or (st_open.st_dev, st_open.st_ino) != (
-            st.st_dev,
-            st.st_ino,
-        ):
-            raise FileRefused("changed while it was checked")
-        offsets = [0] + [512 * 2**k for k in range(MAX_SIGNATURE_PROBES)]
-        for offset in offsets:
-            if offset + len(HDF5_SIGNATURE) > st_open.st_size:
-                break
-            if os.pread(fd, len(HDF5_SIGNATURE), offset) == HDF5_SIGNATURE:
-                return st_open
-    except OSError as exc:
-        raise FileRefused(f"cannot be read ({exc.strerror})") from exc
-    finally:
-        os.close(fd)
-    raise FileRefused("is not an HDF5 file (no HDF5 signature)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,22 +147,19 @@ class BasinPolicy:
             root = pathlib.Path(os.path.realpath(given))
         return cls(basin_root=root, allow_remote_basins=bool(allow_remote_basins))
 
-    def check_file(self, path: pathlib.Path) -> pathlib.Path:
-        """The resolved path of a file basin, if the policy allows it
+    def open_file(self, path: pathlib.Path) -> OpenedFile:
+        """The file basin at `path`, opened, if the policy allows it
+
+        What is opened is what was checked (see :mod:`dcbg.io.safe_open`):
+        a regular HDF5 file, resolved inside the basin root if there is one.
 
         Raises
         ------
         FileRefused
             With the reason (outside the basin root, not a regular HDF5
-            file, ...)
+            file, in a virtual file system, ...)
         """
-        real = pathlib.Path(os.path.realpath(path))
-        if self.basin_root is not None and not real.is_relative_to(self.basin_root):
-            raise FileRefused(
-                f"resolves to '{real}', outside the basin root '{self.basin_root}'"
-            )
-        check_hdf5_file(real)
-        return real
+        return open_hdf5_file(path, self.basin_root)
 
     def describe(self) -> str:
         """One line for logs, e.g. "file basins under '/data', no remote basins" """
@@ -460,9 +365,16 @@ class PolicyMeasurement:
     policy: BasinPolicy
         Which basins to follow
     writable: bool
-        Open the file in append mode
-    chain: tuple of pathlib.Path
-        Resolved paths of the files whose basins led here (cycle check)
+        Open the file in append mode (by its path, the user's own file);
+        read-only files are opened through :mod:`dcbg.io.safe_open`
+    opened: OpenedFile or None
+        The file, already opened and checked (basin files); this object
+        then owns it
+    chain: tuple of tuple
+        (device, inode) of the files whose basins led here (cycle check)
+    resolution: BasinResolution or None
+        The basin files opened so far for the input (None: this file is
+        the input, a new resolution starts)
 
     Attributes
     ----------
@@ -478,7 +390,12 @@ class PolicyMeasurement:
     ------
     ValueError
         If the file is not a regular HDF5 file, not an RT-DC measurement,
-        or holds HDF5 external links; the message names the file
+        or holds HDF5 external links, or its basins reach more files than
+        :data:`~dcbg.io.basin_resolution.MAX_BASIN_FILES`; the message
+        names the file
+    KeyboardInterrupt
+        If a stop was requested while basins were opened (see
+        :meth:`BasinResolution.safe_point`)
     """
 
     def __init__(
@@ -486,18 +403,34 @@ class PolicyMeasurement:
         path: pathlib.Path,
         policy: BasinPolicy,
         writable: bool = False,
+        *,
+        opened: OpenedFile | None = None,
         chain: tuple = (),
+        resolution: BasinResolution | None = None,
     ):
         self.path = pathlib.Path(path)
         self.policy = policy
-        self.real_path = pathlib.Path(os.path.realpath(self.path))
-        self.chain = (*chain, self.real_path)
+        self._owns_resolution = resolution is None
+        self.resolution = resolution or BasinResolution(self.path)
         self.followed: list[FollowedBasin] = []
         self.refused: list[RefusedBasin] = []
         self._event_count = None
-        self.ds = open_rtdc(self.path, writable)
-        self.h5 = self.ds.h5file
+        self._opened = opened
+        self._closed = False
+        self.ds = None
         try:
+            if self._opened is None and not writable:
+                self._opened = self._open_checked()
+            if self._opened is not None:
+                self.real_path = self._opened.path
+                identity = self._opened.identity
+            else:
+                self.real_path = pathlib.Path(os.path.realpath(self.path))
+                st = os.stat(self.real_path)
+                identity = (st.st_dev, st.st_ino)
+            self.chain = (*chain, identity)
+            self.ds = self._open_dataset(writable)
+            self.h5 = self.ds.h5file
             check_links(self.h5, self.path, ("/", *ACCESSED_GROUPS))
             if not isinstance(self.h5.get("events", getlink=True), h5py.HardLink) or (
                 not isinstance(self.h5["events"], h5py.Group)
@@ -512,13 +445,47 @@ class PolicyMeasurement:
             self.close()
             raise
 
+    def _open_checked(self) -> OpenedFile:
+        try:
+            return open_hdf5_file(self.path)
+        except FileRefused as exc:
+            raise ValueError(
+                f"File '{self.path}' {exc}; expected an .rtdc measurement"
+            ) from None
+
+    def _open_dataset(self, writable: bool):
+        """dclab's dataset of the file, read through the checked descriptor"""
+        name = self._opened.h5_name() if self._opened is not None else str(self.path)
+        try:
+            ds = open_rtdc(pathlib.Path(name), writable)
+        except ValueError as exc:
+            if name == str(self.path):
+                raise
+            # the messages name the file, not the descriptor
+            text = str(exc).replace(f"'{name}'", f"'{self.path}'")
+            raise ValueError(text) from exc
+        # dclab's messages and hash name the file, not the descriptor
+        ds.path = self.path
+        if self._opened is not None:
+            try:
+                check_same_file(self._opened, ds.h5file)
+            except FileRefused as exc:
+                ds.close()
+                raise ValueError(f"File '{self.path}' {exc}") from None
+        return ds
+
     def close(self):
-        """Close the file and every basin file that was opened"""
-        # dclab closes its basins (and so the basin files) with the dataset
-        self.ds.close()
-        for fb in self.followed:
-            if fb.measurement is not None:
-                fb.measurement.close()
+        """Close the file and, for the input, every basin file opened for it"""
+        if self._closed:
+            return
+        self._closed = True
+        # dclab closes its basins (and so the basin datasets) with the dataset
+        if self.ds is not None:
+            self.ds.close()
+        if self._owns_resolution:
+            self.resolution.close()
+        if self._opened is not None:
+            self._opened.close()
 
     # basins --------------------------------------------------------------
 
@@ -543,6 +510,7 @@ class PolicyMeasurement:
                 f"'basins' in '{self.path}' is not a group; expected the "
                 f"basin definitions of an RT-DC measurement"
             )
+        self.resolution.count_steps(len(group), "basin definitions", self.path)
         definitions = []
         for key in sorted(group):
             try:
@@ -689,26 +657,29 @@ class PolicyMeasurement:
                 f"file basins are followed at most {MAX_BASIN_DEPTH} levels deep"
             )
         reasons = []
-        for candidate in _candidate_paths(bdict["paths"], self.path.parent):
-            if not os.path.lexists(candidate):
-                reasons.append(f"'{candidate}' does not exist")
-                continue
+        candidates = _candidate_paths(bdict["paths"], self.path.parent)
+        self.resolution.count_steps(len(candidates), "basin locations", self.path)
+        for candidate in candidates:
             try:
-                real = self.policy.check_file(candidate)
+                opened = self.policy.open_file(candidate)
             except FileRefused as exc:
                 reasons.append(f"'{candidate}' {exc}")
                 continue
-            if real in self.chain:
+            real = opened.path
+            if opened.identity in self.chain:
+                opened.close()
                 reasons.append(f"'{candidate}' refers back to '{real}' (a cycle)")
                 continue
             try:
-                sub = PolicyMeasurement(real, self.policy, chain=self.chain)
+                sub = self._basin_measurement(opened)
+            except BasinWorkExceeded:
+                raise
             except (ValueError, OSError, TypeError, KeyError) as exc:
                 reasons.append(f"'{candidate}' cannot be opened: {one_line_error(exc)}")
                 continue
             mismatch = self._identifier_mismatch(bdict, sub)
             if mismatch:
-                sub.close()
+                # the resolution closes it (another basin may use the file)
                 reasons.append(f"'{candidate}': {mismatch}")
                 continue
             definition = dict(bdict, paths=[str(real)])
@@ -717,12 +688,39 @@ class PolicyMeasurement:
                     real, measurement=sub, **self._basin_kwargs(bdict, keys)
                 )
             except Exception as exc:
-                sub.close()
                 reasons.append(f"'{candidate}': dclab cannot use it ({exc})")
                 continue
             self.followed.append(FollowedBasin(definition, basin, sub))
             return
         raise _Refusal("; ".join(reasons) or "no usable path")
+
+    def _basin_measurement(self, opened: OpenedFile) -> PolicyMeasurement:
+        """The basin file of `opened` as a measurement, each file once
+
+        Takes over `opened`. A file met before is not opened again (see
+        :meth:`BasinResolution.reuse`); after each file opened, a stop
+        request is honoured.
+        """
+        depth = len(self.chain)
+        known = self.resolution.reuse(opened.identity, depth)
+        if known is not None:
+            opened.close()
+            return known
+        try:
+            self.resolution.count_file()
+        except BaseException:
+            opened.close()
+            raise
+        sub = PolicyMeasurement(
+            opened.path,
+            self.policy,
+            opened=opened,
+            chain=self.chain,
+            resolution=self.resolution,
+        )
+        self.resolution.remember(opened.identity, sub, depth)
+        self.resolution.safe_point()
+        return sub
 
     def _identifier_mismatch(self, bdict: dict, sub: PolicyMeasurement) -> str | None:
         """Why the basin file is not the measurement the definition means"""
@@ -826,12 +824,17 @@ class PolicyMeasurement:
         """Definitions of the followed basins (file basins: resolved path)"""
         return [dict(fb.definition) for fb in self.followed]
 
-    def all_refused(self) -> list[RefusedBasin]:
-        """Refused basins of this file and of the basin files it follows"""
+    def all_refused(self, _seen: set | None = None) -> list[RefusedBasin]:
+        """Refused basins of this file and of the basin files it follows
+
+        A basin file that several basins reach is listed once.
+        """
+        seen = set() if _seen is None else _seen
+        seen.add(id(self))
         refused = list(self.refused)
         for fb in self.followed:
-            if fb.measurement is not None:
-                refused += fb.measurement.all_refused()
+            if fb.measurement is not None and id(fb.measurement) not in seen:
+                refused += fb.measurement.all_refused(seen)
         return refused
 
     # features --------------------------------------------------------------
@@ -877,7 +880,7 @@ class PolicyMeasurement:
                         break
         return self._event_count
 
-    def locate(self, feat: str) -> FeatureSource | None:
+    def locate(self, feat: str, _searched: set | None = None) -> FeatureSource | None:
         """Where the data of `feat` are stored, checked; None if nowhere
 
         The search order is dclab's: the ``events`` group, then internal,
@@ -886,22 +889,31 @@ class PolicyMeasurement:
         file declares: the number of events, the mapping of mapped
         basins and the storage of the dataset (:func:`check_storage`).
 
+        A basin file that several basins reach is searched once
+        (`_searched`: the measurements searched in vain so far).
+
         Raises
         ------
         ValueError
             If the data are there but do not fit the measurement; the
             message names the file, the feature and the basin
         """
+        searched = set() if _searched is None else _searched
+        if id(self) in searched:
+            return None
         try:
-            return self._locate(feat)
+            source = self._locate(feat, searched)
         except (KeyError, RuntimeError, OSError) as exc:
             # h5py's errors for a damaged object header or link name nothing
             raise ValueError(
                 f"The '{feat}' feature of '{self.path}' cannot be read "
                 f"({one_line_error(exc)}); the file is damaged"
             ) from exc
+        if source is None:
+            searched.add(id(self))
+        return source
 
-    def _locate(self, feat: str) -> FeatureSource | None:
+    def _locate(self, feat: str, searched: set) -> FeatureSource | None:
         events = self.h5["events"]
         if feat in events:
             data = events[feat]
@@ -925,7 +937,7 @@ class PolicyMeasurement:
                 return FeatureSource(data, index, str(self.path), [fb.describe()])
             if fb.kind == "file":
                 try:
-                    source = fb.measurement.locate(feat)
+                    source = fb.measurement.locate(feat, searched)
                 except ValueError as exc:
                     # the basin file's own problem: say how it was reached
                     raise ValueError(
@@ -1118,80 +1130,6 @@ def _find_bad_attribute(path, h5kwargs: dict) -> str | None:
     return None
 
 
-def check_links(h5: h5py.File, path: pathlib.Path, groups) -> None:
-    """Raise ValueError if a group's members are HDF5 external links
-
-    An external link makes h5py open another file (any file, also a FIFO)
-    when the link is accessed. The members of `groups` (one level) and
-    the targets of soft links among them are checked; nothing is opened.
-
-    Parameters
-    ----------
-    h5: h5py.File
-        The open file
-    path: pathlib.Path
-        The file's path, for messages
-    groups: iterable of str
-        Group paths whose members are checked ("/" for the root)
-    """
-    for gname in groups:
-        if gname != "/":
-            if not _link_is_local(h5, gname, path):
-                continue
-            if not isinstance(h5.get(gname), h5py.Group):
-                continue
-        group = h5[gname]
-        try:
-            names = list(group)
-        except (OSError, RuntimeError) as exc:
-            raise ValueError(
-                f"Cannot list group '{gname}' of '{path}': {one_line_error(exc)}; the "
-                f"file is damaged"
-            ) from exc
-        for name in names:
-            _link_is_local(h5, f"{group.name.rstrip('/')}/{name}", path)
-
-
-def _link_is_local(h5: h5py.File, name: str, path: pathlib.Path, hops: int = 0) -> bool:
-    """Whether `name` exists; raises ValueError if it leads to another file"""
-    parts = [p for p in name.split("/") if p]
-    current = ""
-    for part in parts:
-        current = f"{current}/{part}"
-        try:
-            link = h5.get(current, getlink=True)
-        except (OSError, RuntimeError, KeyError, ValueError) as exc:
-            raise ValueError(
-                f"Cannot read link '{current}' in '{path}': {one_line_error(exc)}; the "
-                f"file is damaged"
-            ) from exc
-        if link is None:
-            return False
-        if isinstance(link, h5py.ExternalLink):
-            raise ValueError(
-                f"'{current}' in '{path}' is an HDF5 external link to "
-                f"'{link.filename}'; dcbg does not follow external links (they "
-                f"can reach any file), expected data stored in the file itself"
-            )
-        if isinstance(link, h5py.SoftLink):
-            if hops >= MAX_SOFT_LINK_HOPS:
-                raise ValueError(
-                    f"'{current}' in '{path}' is a chain of more than "
-                    f"{MAX_SOFT_LINK_HOPS} soft links"
-                )
-            target = link.path
-            if not target.startswith("/"):
-                target = f"{current.rsplit('/', 1)[0]}/{target}"
-            if not _link_is_local(h5, target, path, hops + 1):
-                return False
-    return True
-
-
-def one_line_error(exc: BaseException) -> str:
-    """An exception's message on one line (h5py's span several)"""
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 __all__ = [
     "BasinPolicy",
     "FeatureSource",
@@ -1202,6 +1140,7 @@ __all__ = [
     "RefusedBasin",
     "check_hdf5_file",
     "check_links",
+    "one_line_error",
     "open_rtdc",
 ]
 

@@ -648,6 +648,9 @@ class OutputFile:
         if release_input is not None:
             release_input()
         stop.pause_point("committing")  # a test hook, see dcbg.stop
+        # a stop whose KeyboardInterrupt Python dropped (raised in a
+        # __del__ or weak reference callback) still stops before the commit
+        stop.raise_if_requested()
         # One rename; the stop signals wait until it is done, so that the
         # message after an interrupt says what is on disk.
         with signals_deferred():
