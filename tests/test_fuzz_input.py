@@ -57,7 +57,8 @@ CASE_TIMEOUT = 30
 
 #: exception types a user error is raised as (anything else is a bug)
 USER_ERRORS = ("ValueError", "OSError", "TypeError", "FileNotFoundError",
-               "ImageReadError", "ChecksumError", "PermissionError")  # fmt: skip
+               "ImageReadError", "ChecksumError", "PermissionError",
+               "DamagedAttributeError")  # fmt: skip
 
 #: methods tried on every mutated file (small kernels: 11-13 frames)
 METHODS = {

@@ -196,11 +196,15 @@ class ImageStack:
         try:
             yield
         except (ImageReadError, ChecksumError, ChunkSizeError) as exc:
-            # a checksum error stays one (callers may tell it apart)
+            # a checksum error stays one (callers may tell it apart), a
+            # chunk of the wrong size (a bomb) is an ImageReadError
+            kind = ChecksumError if isinstance(exc, ChecksumError) else ImageReadError
             if self.name in str(exc):
-                raise
+                if type(exc) is kind:
+                    raise
+                raise kind(str(exc)) from exc
             text = " ".join(str(exc).split())
-            raise type(exc)(
+            raise kind(
                 f"Cannot read frames {start}..{stop - 1} of the {self.name}: {text}"
             ) from exc
         except READ_ERRORS as exc:
