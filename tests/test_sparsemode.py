@@ -13,6 +13,9 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from dcbg import BackgroundSparseMed, BackgroundSparseMode
 from dcbg.feat.feat_background import bg_sparse_mode
@@ -131,6 +134,40 @@ def test_window_mode_same_for_any_threads_and_pixel_split():
         window_modes_pixels(stack, 20, starts, shifts, out, pixels)
     np.testing.assert_array_equal(out, one)
     np.testing.assert_array_equal(one, slow.window_modes(stack, 20, starts, shifts))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    stack=hnp.arrays(
+        np.uint8,
+        st.tuples(st.integers(1, 30), st.integers(1, 12)),
+        elements=st.integers(20, 200),
+    ),
+    data=st.data(),
+)
+def test_window_mode_properties(stack, data):
+    """Order of the frames does not matter; a constant offset moves it along"""
+    n_frames = stack.shape[0]
+    k = data.draw(st.integers(1, n_frames), label="k")
+    shifts = np.array(
+        data.draw(st.lists(st.integers(-5, 5), min_size=n_frames, max_size=n_frames))
+    )
+    result = window_modes(stack, k, [0], shifts)
+    order = data.draw(st.permutations(range(k)), label="order")
+    permuted = stack.copy()
+    permuted[:k] = stack[:k][order]
+    moved = shifts.copy()
+    moved[:k] = shifts[:k][order]
+    np.testing.assert_array_equal(window_modes(permuted, k, [0], moved), result)
+    # no value clips (20..200, shifts of 5, offsets of 20): exact translation
+    offset = data.draw(st.integers(-10, 20), label="offset")
+    np.testing.assert_array_equal(
+        window_modes(stack + np.uint8(offset + 10) - np.uint8(10), k, [0], shifts),
+        result.astype(np.int64) + offset,
+    )
+    # the result lies within the range of the window's shifted values
+    values = stack[:k].astype(np.int64) - shifts[:k, None]
+    assert np.all(result >= values.min(axis=0)) and np.all(result <= values.max(axis=0))
 
 
 @pytest.mark.parametrize(
