@@ -194,15 +194,19 @@ class _ObjectHeader:
     def messages(self):
         """Yield ``(type, data)`` of every message, following continuations"""
         chunks = [self._first_chunk()]
-        seen = 0
+        visited = set()  # a damaged continuation may point back
         while chunks:
-            seen += 1
-            if seen > MAX_HEADER_CHUNKS:
-                raise self._damaged(f"more than {MAX_HEADER_CHUNKS} header chunks")
             data = chunks.pop(0)
             for mtype, body in self._chunk_messages(data):
                 if mtype == MSG_CONTINUATION and len(body) >= 16:
                     address, length = struct.unpack_from("<QQ", body)
+                    if address in visited:
+                        continue
+                    visited.add(address)
+                    if len(visited) > MAX_HEADER_CHUNKS:
+                        raise self._damaged(
+                            f"more than {MAX_HEADER_CHUNKS} header chunks"
+                        )
                     chunks.append(self._continuation(address, length))
                 yield mtype, body
 
@@ -307,7 +311,7 @@ def _element_count(space: bytes) -> int | None:
     """Number of elements of a dataspace message (None: cannot tell)"""
     if len(space) < 4:
         return None
-    version, rank, flags = space[0], space[1], space[2]
+    version, rank = space[0], space[1]
     if version == 1:
         dims_at = 8
     elif version == 2:
@@ -321,7 +325,6 @@ def _element_count(space: bytes) -> int | None:
         if dims_at + 8 * (axis + 1) > len(space):
             return None
         count *= struct.unpack_from("<Q", space, dims_at + 8 * axis)[0]
-    del flags
     return count
 
 
