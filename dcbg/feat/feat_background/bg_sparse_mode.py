@@ -13,6 +13,7 @@ spread over tens of levels.
 from __future__ import annotations
 
 import bisect
+import collections
 import numbers
 
 import numpy as np
@@ -52,6 +53,10 @@ DEFAULT_SPLIT_TIME = 1.0
 #: of 80x320 frames) whatever the length of the measurement. Spans shorter
 #: than kernel_size would count the first window of a task afresh more often.
 TASK_MIN_SPAN = 256
+#: Tasks whose kernel jobs may still run while the next blocks are read:
+#: one overlaps counting with decompression (without it they alternate and
+#: the wall-clock time is their sum); each holds its frames until done
+RUNNING_TASKS = 1
 
 
 def round_half_up(numerator, denominator):
@@ -306,8 +311,13 @@ class BackgroundSparseMode(Background):
             self.output.store_feature("bg_off", frame_mean - bg_mean)
         self.image_proc.value = 1.0
 
-    def _run_task(self, task, frames: np.ndarray, sums: np.ndarray | None):
-        """Mode images of the distinct windows of `task` from its `frames`"""
+    def _start_task(self, task, frames: np.ndarray, sums: np.ndarray | None):
+        """Start the mode images of `task`'s windows; returns `finish()`
+
+        The kernel jobs run on the worker threads while the caller goes on
+        reading (chunk decompression has priority over them); ``finish()``
+        waits for them and stores the images.
+        """
         k = self.kernel_size
         targets = np.flatnonzero(task.targets >= 0)
         index = task.targets[targets]
@@ -328,13 +338,18 @@ class BackgroundSparseMode(Background):
                 ]
             )
         out = np.empty((targets.size, frames.shape[1]), dtype=np.uint8)
-        self.pool.run_all(
-            window_modes_pixels,
-            [(frames, k, targets, shifts, out, pix) for pix in self._pixel_slices()],
-        )
-        images = out.astype(np.int64) + levels[:, np.newaxis]
-        flat = self.distinct_images.reshape(self.distinct_images.shape[0], -1)
-        flat[index] = np.clip(images, 0, 255)
+        jobs = [
+            self.pool.submit(window_modes_pixels, frames, k, targets, shifts, out, pix)
+            for pix in self._pixel_slices()
+        ]
+
+        def finish():
+            wait_all(jobs)
+            images = out.astype(np.int64) + levels[:, np.newaxis]
+            flat = self.distinct_images.reshape(self.distinct_images.shape[0], -1)
+            flat[index] = np.clip(images, 0, 255)
+
+        return finish
 
     def _compute_series(self) -> np.ndarray | None:
         """One pass over the input: the mode windows and the top-row sums"""
@@ -367,6 +382,7 @@ class BackgroundSparseMode(Background):
             return None, sums
 
         open_tasks = {}
+        running = collections.deque()
         next_task = 0
         reading = self.io_pool.submit(read, *blocks[0]) if blocks else None
         try:
@@ -399,8 +415,13 @@ class BackgroundSparseMode(Background):
                                 if self.offset_correction
                                 else None
                             )
-                            self._run_task(task, buf, task_sums)
+                            running.append(self._start_task(task, buf, task_sums))
+                    # bounded memory: at most this many tasks' frames held
+                    while len(running) > RUNNING_TASKS:
+                        running.popleft()()
                 self.image_proc.value = hi / count
+            while running:
+                running.popleft()()
         except BaseException:
             if reading is not None:
                 reading.cancel()
