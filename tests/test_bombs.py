@@ -155,7 +155,7 @@ def test_gzip_bomb_is_refused_in_bounded_memory(tmp_path):
 @posix_only
 @pytest.mark.parametrize(
     ("chunks", "content_size"),
-    [((1, 40, 320), True), ((1, 40, 320), False), ((13, 80, 320), True)],
+    [((1, 40, 320), True), ((13, 80, 320), False)],
 )
 def test_zstd_bomb_is_refused_in_bounded_memory(tmp_path, chunks, content_size):
     """Zstandard chunks declaring (or streaming) 1 GiB
