@@ -229,12 +229,69 @@ def test_copy_mapped_image_bg_equals_dcnum(cytoshot, tmp_path):
         assert np.array_equal(ds["image_bg"][:], dr["image_bg"][:])
 
 
-def test_copy_without_image_bg(tmp_path):
+#: dcbg's warning for a copy from an input without image_bg
+NO_BACKGROUND = "has no 'image_bg': the output holds no background"
+
+
+def copy_both(src, tmp_path):
+    """dcbg's and dcnum's copy of `src`: (dcbg output, warnings, dcnum output)"""
+    ours, ref = tmp_path / "ours.rtdc", tmp_path / "dcnum.rtdc"
+    with pytest.warns(UserWarning) as caught, BackgroundCopy(src, ours) as bg:
+        bg.process()
+        assert bg.get_ppid() == "copy:"
+    with DcnumCopy(src, ref, num_cpus=1) as bg:
+        bg.process()
+    return ours, [str(w.message) for w in caught], ref
+
+
+def test_copy_without_image_bg_writes_dcnums_output_and_warns_once(tmp_path):
+    # dcnum 0.31.0 copies nothing and ends without an error; so does dcbg
+    # (it refused before), saying once that the output has no background
     from dcbg.testing import make_synthetic_measurement
 
     path = make_synthetic_measurement(tmp_path / "syn.rtdc", 20, seed=3)
-    with pytest.raises(ValueError, match="has no 'image_bg' feature to copy"):
-        BackgroundCopy(path, tmp_path / "out.rtdc")
+    ours, caught, ref = copy_both(path, tmp_path)
+    assert caught == [f"Input file '{path}' {NO_BACKGROUND}"]
+    with dclab.new_dataset(ours) as ds, dclab.new_dataset(ref) as dr:
+        assert "image_bg" not in ds and "bg_off" not in ds
+        assert sorted(ds.features) == sorted(dr.features)
+        assert np.array_equal(ds["image"][:], dr["image"][:])
+    with h5py.File(ours) as h5:
+        assert list(h5["events"]) == []  # every feature stays in the input
+        # no pipeline claim: dcnum's job runner computes a background
+        assert not [key for key in h5.attrs if key.startswith("pipeline:")]
+    assert leftovers(tmp_path, {"syn.rtdc", "ours.rtdc", "dcnum.rtdc"}) == []
+
+
+def test_copy_of_bg_off_alone_equals_dcnum(cytoshot, tmp_path):
+    # an input with bg_off but no image_bg: both copy its bg_off
+    src = tmp_path / "offset_only.rtdc"
+    src.write_bytes(cytoshot.read_bytes())
+    with h5py.File(src, "a") as h5:
+        del h5["events/image_bg"]
+        expected = h5["events/bg_off"][:]
+    ours, caught, ref = copy_both(src, tmp_path)
+    assert caught == [f"Input file '{src}' {NO_BACKGROUND}"]
+    with dclab.new_dataset(ours) as ds, dclab.new_dataset(ref) as dr:
+        assert "image_bg" not in ds and "image_bg" not in dr
+        assert np.array_equal(ds["bg_off"][:], expected)
+        assert np.array_equal(ds["bg_off"][:], dr["bg_off"][:])
+
+
+def test_copy_without_image_bg_in_place_keeps_the_file(tmp_path):
+    from dcbg.testing import make_synthetic_measurement
+
+    path = make_synthetic_measurement(tmp_path / "syn.rtdc", 20, seed=3)
+    with dclab.new_dataset(path) as ds:
+        features = sorted(ds.features_innate)
+    with (
+        pytest.warns(UserWarning, match=NO_BACKGROUND),
+        BackgroundCopy(path, path) as bg,
+    ):
+        bg.process()
+    with dclab.new_dataset(path) as ds:
+        assert sorted(ds.features_innate) == features
+        assert "image_bg" not in ds
     assert leftovers(tmp_path, {"syn.rtdc"}) == []
 
 

@@ -632,6 +632,38 @@ def test_batch_takes_a_folder_recursively(monkeypatch, tmp_path):
     assert f"Folder '{empty}' holds no .rtdc file" in run.output
 
 
+def test_batch_copy_without_background_is_done_with_its_warning(monkeypatch, tmp_path):
+    # dcnum copies nothing from an input without image_bg and ends without
+    # an error: the batch lists the file as done, with dcbg's warning
+    import dcbg.cluster
+
+    raw = make_synthetic_measurement(tmp_path / "raw.rtdc", 12, seed=4)
+
+    def serial_process_many(input_paths, out_dir, ppid, **kwargs):
+        # each file as a worker runs it (process_file), without a cluster
+        pathlib.Path(out_dir).mkdir(exist_ok=True)
+        return [
+            process_file(path, get_output_path(path, out_dir), ppid)
+            for path in input_paths
+        ]
+
+    monkeypatch.setattr(dcbg.cluster, "process_many", serial_process_many)
+    run = CliRunner().invoke(
+        batch, [str(raw), "-o", str(tmp_path / "out"), "--method", "copy"]
+    )
+    assert run.exit_code == 0, run.output
+    assert run.stderr.splitlines()[-1] == (
+        f"Warning: {raw}: Input file '{raw}' has no 'image_bg': the output "
+        f"holds no background"
+    )
+    assert run.stderr.count("has no 'image_bg'") == 1
+    lines = run.stdout.splitlines()
+    assert lines[1].split()[:2] == ["done", "12"] and lines[1].endswith(str(raw))
+    assert lines[-1].startswith("1 done, 0 skipped, 0 failed of 1 files")
+    with dclab.new_dataset(tmp_path / "out" / "raw_bg.rtdc") as ds:
+        assert "image_bg" not in ds and len(ds) == 12
+
+
 def test_compute_on_a_folder_points_to_batch(tmp_path):
     from dcbg.cli import make_cli
 

@@ -21,9 +21,12 @@ its reason, and checked case by case:
   (AttributeError, IndexError), dcbg refuses with a one-line error naming
   the file;
 - :data:`DCNUM_INHERITED_BG_OFF`: dcnum's rolling-median output shows
-  the input's old ``bg_off`` beside its new ``image_bg``, dcbg's does not;
-- :data:`DCNUM_EMPTY_COPY`: dcnum "copies" a background the input does not
-  have into an output without one, dcbg refuses.
+  the input's old ``bg_off`` beside its new ``image_bg``, dcbg's does not
+  (not a crash of dcnum: kept because dcnum's pair mis-corrects images).
+
+Copying from an input without ``image_bg`` is no exception: dcnum writes
+an output without a background, and so does dcbg (with one warning naming
+the input, checked here).
 
 dcnum spends ~10 ms per sparse-median series image and a second to start
 its workers, so the whole corpus (~100 cases) takes minutes: the default
@@ -100,27 +103,32 @@ DCNUM_CRASHES_DCBG_REFUSES = {
 
 #: cases where dcnum's output shows a ``bg_off`` that is not its own:
 #: the rolling median computes no offset, and dcnum's output references its
-#: input as a basin with every feature, so the input's ``bg_off`` (made for
-#: the input's old ``image_bg``) appears beside the new ``image_bg``; dcbg's
-#: output leaves the input's background features out of its basin (one
-#: background per file). ``image_bg`` is compared as everywhere, and
-#: dcnum's ``bg_off`` is checked to be the input's own.
+#: input as a basin with every feature (``image_bg`` and ``bg_off`` too;
+#: its own ``events/image_bg`` hides the input's), so the input's
+#: ``bg_off`` appears beside the new ``image_bg``. That offset was measured
+#: against the input's old (sparse-median) ``image_bg``: a frame's
+#: background is ``image_bg + bg_off``, and with the new ``image_bg`` the
+#: old offset mis-corrects every image (mean |image - image_bg - bg_off|
+#: at kernel 4: 3.11 grey levels in dcnum's output, 2.84 without the old
+#: offset in dcbg's for dcnum_thresh_example; 3.70 and 3.15 for
+#: reference_2025-02-09). dcbg's output leaves the input's background
+#: features out of its basin (one background per file): listing them as
+#: dcnum does would copy that error. Not a crash of dcnum, so a deliberate
+#: exception beyond the issue's rule, for the project lead to decide.
+#: ``image_bg`` is compared as everywhere, and dcnum's ``bg_off`` is
+#: checked to be the input's own.
 DCNUM_INHERITED_BG_OFF = {
     ("dcnum_thresh_example", "rollmed", "small"),
     ("reference_2025-02-09", "rollmed", "small"),
 }
 
-#: Copying from a file without ``image_bg``: dcnum 0.31.0 ends without an
-#: error and writes an output that holds no background at all; dcbg
-#: refuses with a one-line error naming ``image_bg``. Applies to every
-#: "copy" case whose dcnum output has no ``image_bg`` (checked each time).
-DCNUM_EMPTY_COPY = (
-    "dcnum's BackgroundCopy writes no image_bg for an input without one; dcbg refuses"
-)
+#: dcbg's warning when it copies from an input without ``image_bg`` (dcnum
+#: writes the same output without a word)
+NO_BACKGROUND_WARNING = "has no 'image_bg': the output holds no background"
 
 #: the default run: every method and parameter set and each kind of
 #: outcome (equal result, equal refusal, dcnum crash, dcnum's inherited
-#: bg_off and empty copy); the three slow samples of issue 17 are left to
+#: bg_off, a copy without a background); the three slow samples of issue 17 are left to
 #: the slow run (dcnum takes 7-11 s on each; tests/test_sparsemed.py checks
 #: the same shapes against a numpy reference and dcnum by default)
 DEFAULT_CASES = {
@@ -314,19 +322,33 @@ def refusal_kind(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def run_tool(tool: str, method: str, path: pathlib.Path, out: pathlib.Path, kwargs):
-    """Run one tool; its outcome: ("ok", ppid) or ("error", exception)"""
+def run_tool(
+    tool: str,
+    method: str,
+    path: pathlib.Path,
+    out: pathlib.Path,
+    kwargs,
+    warned: list | None = None,
+):
+    """Run one tool; its outcome: ("ok", ppid) or ("error", exception)
+
+    The texts of the tool's warnings are appended to `warned` (if given).
+    """
     if tool == "dcnum":
         from dcnum.feat import feat_background as module
     else:
         from dcbg.feat import feat_background as module
     cls = getattr(module, CLASSES[method])
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with cls(path, out, num_cpus=1, **kwargs) as bg:
-                bg.process()
-                ppid = bg.get_ppid()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                with cls(path, out, num_cpus=1, **kwargs) as bg:
+                    bg.process()
+                    ppid = bg.get_ppid()
+            finally:
+                if warned is not None:
+                    warned.extend(str(w.message) for w in caught)
     except Exception as exc:  # noqa: BLE001 (every refusal is compared)
         return "error", exc
     return "ok", ppid
@@ -349,7 +371,10 @@ def assert_same_background(ours, ref, ref_input, inherited_bg_off: bool):
         warnings.simplefilter("ignore")
         with dclab.new_dataset(ours) as a, dclab.new_dataset(ref) as b:
             assert len(a) == len(b)
-            assert np.array_equal(a["image_bg"][:], b["image_bg"][:])
+            # a copy of an input without a background has none
+            assert ("image_bg" in a) == ("image_bg" in b)
+            if "image_bg" in b:
+                assert np.array_equal(a["image_bg"][:], b["image_bg"][:])
             if inherited_bg_off:
                 assert "bg_off" not in a and "bg_off" in b
                 with dclab.new_dataset(ref_input) as c:
@@ -394,13 +419,15 @@ def test_corpus_case(path, method, pset, tmp_path):
     """dcbg gives dcnum's result, or its refusal, on one corpus file"""
     kwargs = method_kwargs(path, method, pset)
     outcomes = {}
+    warned = []
     for tool in ("dcnum", "dcbg"):
         # a copy each: a tool may write into an input it opens
         inp = tmp_path / tool / path.name
         inp.parent.mkdir()
         shutil.copyfile(path, inp)
         out = tmp_path / tool / "out.rtdc"
-        outcomes[tool] = (*run_tool(tool, method, inp, out, kwargs), out)
+        caught = warned if tool == "dcbg" else None
+        outcomes[tool] = (*run_tool(tool, method, inp, out, kwargs, caught), out)
     (ref_status, ref_value, ref_out) = outcomes["dcnum"]
     (our_status, our_value, our_out) = outcomes["dcbg"]
     key = (path.stem, method, pset)
@@ -416,12 +443,6 @@ def test_corpus_case(path, method, pset, tmp_path):
         message = str(our_value)
         assert path.name in message and "\n" not in message
         print("corpus outcome: dcnum crashes, dcbg refuses")
-        return
-    if ref_status == "ok" and method == "copy" and not has_image_bg(ref_out):
-        # DCNUM_EMPTY_COPY
-        assert our_status == "error", "dcbg copies a background the input lacks"
-        assert "'image_bg'" in str(our_value) and "\n" not in str(our_value)
-        print("corpus outcome: dcnum copies nothing, dcbg refuses")
         return
     if ref_status == "error":
         assert our_status == "error", (
@@ -446,6 +467,14 @@ def test_corpus_case(path, method, pset, tmp_path):
         tmp_path / "dcnum" / path.name,
         inherited_bg_off=key in DCNUM_INHERITED_BG_OFF,
     )
+    no_background = [w for w in warned if NO_BACKGROUND_WARNING in w]
+    if method == "copy" and not has_image_bg(ref_out):
+        # the same empty output as dcnum's, but said once, naming the file
+        assert len(no_background) == 1, warned
+        assert path.name in no_background[0]
+        print("corpus outcome: same result (no background; dcbg warns)")
+        return
+    assert no_background == []
     print(
         "corpus outcome: same result"
         + (" (dcnum shows the input's bg_off)" if key in DCNUM_INHERITED_BG_OFF else "")

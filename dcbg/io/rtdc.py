@@ -410,6 +410,9 @@ class OutputFile:
             include_logs=True,
             include_tables=True,
         )
+        # every .rtdc file has it (dclab reads it), also an output whose
+        # features all stay in the input (a copy without a background)
+        self.h5.require_group("events")
         writer = dclab.RTDCWriter(self.h5, compression_kwargs=self.compression_kwargs)
         # only basins the basin policy followed (file basins: resolved path)
         for bn_dict in measurement.followed_basins():
@@ -510,7 +513,9 @@ class OutputFile:
         self.mark_started()
         source.file.copy(source, self.h5.require_group(group), name=name)
 
-    def copy_background_from(self, measurement: InputMeasurement, progress=None):
+    def copy_background_from(
+        self, measurement: InputMeasurement, progress=None, image_bg: bool = True
+    ):
         """Copy ``image_bg`` and ``bg_off`` of `measurement` as they are stored
 
         Plain features are copied dataset by dataset (keeping their
@@ -524,9 +529,13 @@ class OutputFile:
         Parameters
         ----------
         measurement: InputMeasurement
-            The input, which has ``image_bg``
+            The input
         progress: object or None
             Its ``value`` is set to the fraction of frames copied
+        image_bg: bool
+            Whether the input has ``image_bg``; False: only ``bg_off`` is
+            copied, if there is one (dcnum's copy of an input without a
+            background)
         """
         h5in = measurement.h5
         events_in = h5in.get("events", {})
@@ -535,7 +544,11 @@ class OutputFile:
             if feat in events_in:
                 self.copy_dataset(events_in[feat], feat)
                 copied.add(feat)
-        if "image_bg" not in copied and not self._copy_internal_background(measurement):
+        if (
+            image_bg
+            and "image_bg" not in copied
+            and not self._copy_internal_background(measurement)
+        ):
             # image_bg only reachable through a (possibly mapped) file basin
             stack = ImageStack(
                 measurement.ds["image_bg"], name=f"'image_bg' of '{measurement.path}'"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...io import ImageStack
-from .base import Background
+from .base import Background, warn
 
 
 class BackgroundCopy(Background):
@@ -16,6 +16,11 @@ class BackgroundCopy(Background):
     ``image_bg`` reachable only through a file basin is copied frame
     block by frame block. ``bg_off`` is copied wherever it is stored.
     Written in place, the input keeps its background exactly.
+
+    An input without ``image_bg`` gives an output without a background
+    (only its ``bg_off``, if it has one), as dcnum 0.31.0 writes it, and
+    one warning naming the input. An ``image_bg`` in a basin that the basin
+    policy refused is an error (the output would silently lack it).
     """
 
     def __init__(self, *args, **kwargs):
@@ -28,13 +33,20 @@ class BackgroundCopy(Background):
                     "an array"
                 )
             ds = self.hdin.ds
-            if "image_bg" not in ds.features_innate + ds.features_basin:
+            #: whether the input has an ``image_bg`` to copy (dcbg extension)
+            self.has_background = "image_bg" in ds.features_innate + ds.features_basin
+            if not self.has_background:
                 measurement = self.hdin.measurement
                 if any(rb.provides("image_bg") for rb in measurement.all_refused()):
                     # say which basin was refused and why
                     raise measurement.missing_feature_error("image_bg")
-                raise ValueError(
-                    f"Input file '{self.hdin.path}' has no 'image_bg' feature to copy"
+                # dcnum copies nothing and reports nothing: an output
+                # without a background must not pass unnoticed
+                warn(
+                    self.logger,
+                    f"Input file '{self.hdin.path}' has no 'image_bg': the output "
+                    f"holds no background",
+                    stacklevel=2,
                 )
             self._check_input_background()
         except BaseException:
@@ -47,6 +59,9 @@ class BackgroundCopy(Background):
         Declared sizes must fit (one background image and one offset per
         frame, all chunks stored) and the first chunk must be readable.
         """
+        if not self.has_background:
+            self.hdin.get_feature("bg_off")  # copied alone: checked all the same
+            return
         path = self.hdin.path
         source = self.hdin.measurement.locate("image_bg")
         if source is None:
@@ -85,7 +100,9 @@ class BackgroundCopy(Background):
 
     def _copy_background(self):
         self.image_proc.value = 0.0
-        self.output.copy_background_from(self.hdin, progress=self.image_proc)
+        self.output.copy_background_from(
+            self.hdin, progress=self.image_proc, image_bg=self.has_background
+        )
         self.image_proc.value = 1.0
 
     def stamp_pipeline(self):
