@@ -365,6 +365,45 @@ def test_sparsemed_warning_is_one_line(cytoshot, tmp_path):
     ]
 
 
+def test_compute_warnings_name_options(cytoshot, tmp_path):
+    # the API's warnings name keyword arguments (split_time=); compute shows
+    # them with the options the user typed, as batch does
+    with h5py.File(cytoshot) as h5:
+        time_ = h5["events/time"][:]
+    split_time = float(f"{(time_[-1] - time_[0]) / 13 / 2:.3g}")  # 2 per frame
+    result = run_cli(
+        "compute", cytoshot, "-o", tmp_path / "sparse.rtdc", "--method",
+        "sparsemed", "--kernel-size", 3, "--split-time", split_time, "-q",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"Warning: --split-time={split_time} s gives ")
+    assert "most of them serve no frame (--split-time >= " in line
+    assert "split_time" not in line
+    many = os.cpu_count() + 1000
+    result = run_cli(
+        "compute", cytoshot, "-o", tmp_path / "copy.rtdc", "--method", "copy",
+        "--num-cpus", many, "-q",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith(f"Warning: --num-cpus={many} is more than ")
+
+
+def test_compute_copy_without_background_warns_once(tmp_path):
+    # dcnum copies nothing from an input without image_bg and ends without
+    # an error: so does dcbg, and says so once
+    path = make_synthetic_measurement(tmp_path / "raw.rtdc", 12, seed=5)
+    result = run_subprocess("compute", path, "--method", "copy", "-q", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"Warning: Input file '{path}' has no 'image_bg': the output holds no "
+        f"background"
+    ]
+    assert result.stdout.startswith(f"Wrote {tmp_path / 'raw_bg.rtdc'}: copy:, 12 ")
+    with dclab.new_dataset(tmp_path / "raw_bg.rtdc") as ds:
+        assert "image_bg" not in ds and len(ds) == 12
+
+
 def test_debug_shows_traceback(tmp_path):
     missing = tmp_path / "missing.rtdc"
     result = run_subprocess("compute", missing, "--method", "rollmed", "--debug")

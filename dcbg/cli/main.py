@@ -305,6 +305,8 @@ def make_compute_command(methods: dict | None = None) -> click.Command:
         with command_guard(
             debug,
             "Interrupted; the computation was stopped and its output discarded",
+            # the API's warnings name keyword arguments, the user typed options
+            option_names=[*ppid.get_kwarg_spec(cls), "num_cpus"],
         ):
             summary = run_compute(
                 cls,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import re
@@ -100,9 +101,19 @@ def configure_logging(debug: bool):
         logger.addHandler(logging.NullHandler())
 
 
-def show_warning(message, category, filename, lineno, file=None, line=None):
-    """Show a warning as one line ``Warning: <message>`` on stderr"""
-    click.echo(f"Warning: {one_line(message)}", err=True)
+def show_warning(
+    message, category, filename, lineno, file=None, line=None, *, option_names=()
+):
+    """Show a warning as one line ``Warning: <message>`` on stderr
+
+    Keyword arguments in `option_names` are written as the command's
+    options (``split_time=`` as ``--split-time=``, see
+    :func:`with_option_names`), as ``dcbg batch`` shows its warnings.
+    """
+    text = one_line(message)
+    if option_names:
+        text = with_option_names(text, option_names)
+    click.echo(f"Warning: {text}", err=True)
 
 
 class StopOnSignals:
@@ -201,20 +212,24 @@ def finish_when(done):
 
 
 @contextlib.contextmanager
-def command_guard(debug: bool, interrupted: str):
+def command_guard(debug: bool, interrupted: str, option_names=()):
     """The run of a command: errors as messages, Ctrl-C as `Interrupted`
 
     Errors become one-line messages (tracebacks with `debug`), warnings
-    are shown one line each, and SIGINT/SIGTERM/SIGHUP stop the work and
-    exit with `Interrupted` carrying the message `interrupted`. Yields the
-    :class:`StopOnSignals` of the command (see its ``finish_when``).
+    are shown one line each (keyword arguments in `option_names` written
+    as options, see :func:`show_warning`), and SIGINT/SIGTERM/SIGHUP stop
+    the work and exit with `Interrupted` carrying the message
+    `interrupted`. Yields the :class:`StopOnSignals` of the command (see
+    its ``finish_when``).
     """
     with (
         errors_as_messages(debug),
         warnings.catch_warnings(),
         StopOnSignals() as stop_guard,
     ):
-        warnings.showwarning = show_warning
+        warnings.showwarning = functools.partial(
+            show_warning, option_names=tuple(option_names)
+        )
         try:
             yield stop_guard
         except KeyboardInterrupt as exc:
