@@ -250,6 +250,27 @@ def test_damaged_root_attribute_ends_in_seconds(tmp_path):
     assert "damaged" in line
 
 
+@posix_only
+def test_damaged_root_attribute_of_an_existing_output(tmp_path):
+    """--force reads the identifier of the file it would replace"""
+    data = bytearray(CYTOSHOT.read_bytes())
+    data[2321] ^= 1 << 1
+    out = tmp_path / "damaged_out.rtdc"
+    out.write_bytes(data)
+    code, stderr, _, rss = run_measured(
+        "compute", CYTOSHOT, "-o", out, "--force", "--method", "copy"
+    )
+    lines = [line for line in stderr.splitlines() if not line.startswith("Progress")]
+    assert code == 1, stderr
+    assert lines == [
+        f"Error: The root attributes of '{out}' are damaged: the heap of attribute "
+        f"'experiment:date' has an object of size 0 at byte 2864; the file is "
+        f"damaged or crafted"
+    ]
+    assert rss <= MAX_CHILD_RSS
+    assert out.read_bytes() == data
+
+
 def test_damaged_root_attribute_api(tmp_path):
     from dcbg.io import InputMeasurement
     from dcbg.io.attributes import DamagedAttributeError, check_root_attributes

@@ -34,6 +34,7 @@ import warnings
 
 import h5py
 
+from .attributes import check_attribute_heaps
 from .basins import one_line_error
 from .conventions import (
     BACKGROUND_FEATURES,
@@ -212,6 +213,8 @@ def check_fits_output(
                 and not name.startswith("basinmap")
             }
             definitions = _basin_definitions(h5, path)
+            # a damaged text attribute can make HDF5 loop forever
+            check_attribute_heaps(h5, path)
             own_id = measurement_identifier(h5.attrs)
     except OSError as exc:
         raise ValueError(
