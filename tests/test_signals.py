@@ -527,3 +527,34 @@ def test_batch_closed_stdout_does_not_fail_a_finished_batch(tmp_path, cytoshot):
     assert status == 0, run.stderr
     assert "Traceback" not in run.stderr
     assert os.listdir(folder / "out") == ["m_bg.rtdc"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["methods"],
+        ["plot", "m_bg.rtdc", "--dpi", "30"],
+        ["check", "m_bg.rtdc", "--json"],
+    ],
+    ids=["methods", "plot", "check"],
+)
+def test_closed_stdout_does_not_fail_other_commands(job, args):
+    """`dcbg methods | head -1` and the like: the command's work is done"""
+    folder, inp, _ = job
+    compute, out = compute_args(inp, "new")
+    subprocess.run(
+        [sys.executable, "-m", "dcbg", *compute], cwd=folder, check=True,
+        capture_output=True, timeout=REACH_TIMEOUT_S,
+    )  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dcbg", *args],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.stdout.close()  # the reader is gone before anything is printed
+    _, stderr = proc.communicate(timeout=REACH_TIMEOUT_S)
+    # check: 0 (pass) or 1 (a problem found), never an error about stdout
+    assert proc.returncode in ((0, 1) if args[0] == "check" else (0,)), stderr
+    assert "Error" not in stderr and "Traceback" not in stderr

@@ -14,7 +14,13 @@ import pathlib
 import click
 
 from .options import basin_options
-from .runtime import CONTEXT_SETTINGS, Interrupted, command_guard, configure_logging
+from .runtime import (
+    CONTEXT_SETTINGS,
+    Interrupted,
+    command_guard,
+    configure_logging,
+    echo_result,
+)
 
 #: exit status when the check finds a problem
 EXIT_PROBLEM = 1
@@ -96,9 +102,9 @@ def make_check_command() -> click.Command:
         if as_json:
             import json
 
-            click.echo(json.dumps(result_to_dict(result)))
+            echo_result(json.dumps(result_to_dict(result)))
         else:
-            click.echo(format_report(result))
+            echo_result(format_report(result))
         if not result.passed:
             raise click.exceptions.Exit(EXIT_PROBLEM)
 

@@ -225,7 +225,7 @@ def make_methods_command(methods: dict | None = None) -> click.Command:
                         )
                     )
             blocks.append("\n".join(lines))
-        click.echo("\n\n".join(blocks))
+        echo_result("\n\n".join(blocks))
 
     return methods_command
 
@@ -371,7 +371,7 @@ def make_plot_command() -> click.Command:
             written = save_background_plot(
                 path, png_path, frame=frame, dpi=dpi, force=force
             )
-        click.echo(f"Wrote {written}")
+        echo_result(f"Wrote {written}")
 
     return plot
 
