@@ -9,8 +9,9 @@ crash, a network request, or a file at the output path after an error.
 
 The default run tries a small budget of cases (``DEFAULT_EXAMPLES`` per
 test); ``pytest -m slow tests/test_fuzz_input.py`` runs the large one
-(``SLOW_EXAMPLES``). The number of cases run is printed at the end of
-each test (``-s`` shows it).
+(``SLOW_EXAMPLES``), new cases each run unless ``DCBG_FUZZ_REPLAY`` is
+set (as CI does). The number of cases run is printed at the end of each
+test (``-s`` shows it).
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ BASES = (
 DEFAULT_EXAMPLES = 100
 #: cases per test behind the ``slow`` marker
 SLOW_EXAMPLES = 2500
+#: the slow budget explores new cases each run, except where this
+#: environment variable is set (CI: a run must not fail on a case that no
+#: earlier run saw; a developer's run explores and records what it finds)
+REPLAY_ENV = "DCBG_FUZZ_REPLAY"
 
 #: seconds a case may take: a case needs well under one second, a loaded
 #: 2-core CI machine may be ten times slower; a hang is caught all the same
@@ -738,7 +743,9 @@ def run_case(env, base, kind, mutation, method, mode, use_root):
 
 def fuzz_settings(examples, explore=False):
     # The default budget runs the same cases every time (a CI run must not
-    # fail on a case no earlier run saw); the slow budget explores anew.
+    # fail on a case no earlier run saw); the slow budget explores anew,
+    # unless REPLAY_ENV is set.
+    explore = explore and not os.environ.get(REPLAY_ENV)
     return settings(
         max_examples=examples,
         deadline=None,
