@@ -808,7 +808,8 @@ def test_num_cpus_beyond_available_is_capped(cytoshot, tmp_path):
         10000,
     )
     assert result.exit_code == 0, result.output
-    assert "Warning: num_cpus=10000 is more than the" in result.stderr
+    # the command line names the option the user typed
+    assert "Warning: --num-cpus=10000 is more than the" in result.stderr
 
 
 @pytest.mark.parametrize("value", ["no", "False", 0, 1, None])
