@@ -200,6 +200,25 @@ def test_process_file_skip_and_force(measurements, tmp_path):
     assert recomputed.status == "done"
 
 
+def test_process_file_copy_output_is_skipped_when_done(tmp_path):
+    """A copy output keeps the copied background's PPID on image_bg (as
+    dcnum's copy does): a rerun still sees it is complete and skips it"""
+    inp = make_synthetic_measurement(
+        tmp_path / "with_bg.rtdc", 40, seed=3, with_image_bg=True
+    )
+    out = get_output_path(inp, tmp_path / "out")
+    out.parent.mkdir()
+    first = process_file(inp, out, "copy:")
+    assert first.status == "done", first.error
+    assert read_output_ppid(out) == ("copy:", 40)
+    again = process_file(inp, out, "copy:")
+    assert again.status == "skipped", again.error
+    assert again.frames == 40
+    other = process_file(inp, out, SPARSE_PPID)
+    assert other.status == "failed"
+    assert "exists with another PPID (copy:" in other.error
+
+
 def test_process_file_foreign_outputs(measurements, tmp_path):
     inp = measurements["m2"]
     out = get_output_path(inp, tmp_path)

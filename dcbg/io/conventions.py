@@ -30,6 +30,9 @@ PPID_GENERATION_ATTR = "dcnum ppid generation"
 #: log each completed dcbg output carries (written right before the output
 #: is moved into place, so a file with it is complete)
 LOG_NAME = "dcbg-background"
+#: PPID code of the method that copies a stored background (dcnum's code):
+#: its outputs carry the copied background's PPID on image_bg
+COPY_METHOD_CODE = "copy"
 #: an output's name is the input's stem with this suffix and ".rtdc"
 OUTPUT_STEM_SUFFIX = "_bg"
 #: a plot's name is the plotted file's stem with this suffix and ".png":
@@ -193,7 +196,14 @@ def read_output_ppid(path) -> tuple[str | None, int | None]:
             record = read_dcbg_log(h5)
     except OSError as exc:
         raise ValueError(f"cannot read it as HDF5 ({exc})") from exc
-    if attr_ppid is None or record is None or record.get("ppid") != attr_ppid:
+    if record is None:
+        return None, None
+    log_ppid = record.get("ppid")
+    if isinstance(log_ppid, str) and log_ppid.split(":")[0] == COPY_METHOD_CODE:
+        # the copy method keeps the PPID of the background it copied on
+        # image_bg (as dcnum does): its own PPID is in the dcbg log only
+        return log_ppid, record.get("frames")
+    if attr_ppid is None or log_ppid != attr_ppid:
         return None, None
     return attr_ppid, record.get("frames")
 
