@@ -947,3 +947,16 @@ def test_damaged_object_header_is_an_error_naming_the_file(tmp_path):
     with pytest.raises(ValueError, match=f"of '{inp}' cannot be read .*damaged"):
         BackgroundCopy(inp, tmp_path / "out.rtdc")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.rtdc"]
+
+
+def test_damaged_logs_group_is_an_error_naming_the_file(tmp_path):
+    # found by the slow fuzz budget: one flipped bit in the object header
+    # of 'logs' made h5py.Group.get() answer None, then dclab's copy of the
+    # logs raised a bare KeyError
+    data = bytearray(CYTOSHOT.read_bytes())
+    data[7819] ^= 1
+    inp = tmp_path / "damaged.rtdc"
+    inp.write_bytes(data)
+    with pytest.raises(ValueError, match=f"Cannot read 'logs' of '{inp}': .*damaged"):
+        BackgroundCopy(inp, tmp_path / "out.rtdc")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.rtdc"]

@@ -800,9 +800,10 @@ class PolicyMeasurement:
         """
         for gname in groups:
             try:
-                group = self.h5.get(gname)
-                if group is None:
+                if gname not in self.h5:
                     continue
+                # not h5.get(): it returns None for a damaged object header
+                group = self.h5[gname]
                 if not isinstance(group, h5py.Group):
                     raise ValueError(f"'{gname}' is not a group")
                 for name in group:
