@@ -558,3 +558,17 @@ def test_closed_stdout_does_not_fail_other_commands(job, args):
     # check: 0 (pass) or 1 (a problem found), never an error about stdout
     assert proc.returncode in ((0, 1) if args[0] == "check" else (0,)), stderr
     assert "Error" not in stderr and "Traceback" not in stderr
+
+
+def test_stop_request_does_not_outlive_its_command(cytoshot, tmp_path):
+    """A command interrupted in-process (CliRunner, a notebook) leaves no
+    stop request behind that would stop later API calls"""
+    from dcbg import BackgroundSparseMed, stop
+    from dcbg.cli.runtime import Interrupted, command_guard
+
+    with pytest.raises(Interrupted), command_guard(False, "Interrupted"):
+        stop.note_request(signal.SIGTERM)  # as the handler does
+        raise KeyboardInterrupt
+    with BackgroundSparseMed(cytoshot, tmp_path / "out.rtdc", kernel_size=5) as bg:
+        bg.process()
+    assert (tmp_path / "out.rtdc").is_file()

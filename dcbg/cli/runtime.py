@@ -188,10 +188,13 @@ class StopOnSignals:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            # the command ends normally: a signal from now on only gets
-            # noted (also by the handler of dcbg.cli.main, restored here)
-            stop.mark_finished()
+        # The command's outcome is decided, whether it ends normally or is
+        # ending with its error or stop message: a signal from now on only
+        # gets noted (also by the handler of dcbg.cli.main, restored here),
+        # and a stop request of this command does not carry over to later
+        # work in the same process (an API call after an interrupted
+        # command run in-process would otherwise stop at its first check).
+        stop.mark_finished()
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
