@@ -258,61 +258,14 @@ class BackgroundSparseMed(Background):
         check_real("split_time", split_time, low=0, low_open=True)
         check_real("thresh_cleansing", thresh_cleansing, low=0)
         check_real("frac_cleansing", frac_cleansing, low=0, high=1, low_open=True)
-        if not isinstance(offset_correction, (bool, np.bool_, numbers.Integral)) or (
-            offset_correction not in (0, 1)
-        ):
-            raise ValueError(
-                f"offset_correction must be True or False, got {offset_correction!r}"
-            )
+        check_offset_correction(offset_correction)
 
     def _where(self) -> str:
-        return f"'{self.hdin.path}'" if self.hdin is not None else "the input array"
-
-    def _check_frame_rate(self, rate) -> float:
-        """The frame rate attribute as a positive number, or a clear error"""
-        if isinstance(rate, np.ndarray) and rate.size == 1:
-            rate = rate.reshape(-1)[0]
-        if (
-            isinstance(rate, (bool, np.bool_))
-            or not isinstance(rate, numbers.Real)
-            or not np.isfinite(rate)
-            or rate <= 0
-        ):
-            raise ValueError(
-                f"Input file {self._where()} declares the frame rate {rate!r} "
-                f"(attribute 'imaging:frame rate'); expected a positive number "
-                f"of frames per second"
-            )
-        return float(rate)
+        return describe_input(self)
 
     def _check_series_size(self):
-        """Refuse a series whose per-step values exceed the memory budget
-
-        The series holds ``ceil(duration / split_time)`` steps whatever the
-        number of frames. Images are computed once per distinct median
-        window (at most one per frame), so the steps cost only their
-        per-step values (`BYTES_PER_SERIES_STEP` each); a tiny
-        `split_time` would still make them grow without bound, which is
-        an error beyond `SERIES_MEMORY_BUDGET`.
-        """
-        if not np.all(np.isfinite(self.time)):
-            raise ValueError(
-                f"The frame times of {self._where()} (feature 'time', or "
-                f"'frame' and the frame rate) hold non-finite values; expected "
-                f"finite times in seconds"
-            )
-        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-            steps = np.ceil(np.float64(self.duration) / np.float64(self.split_time))
-        max_steps = SERIES_MEMORY_BUDGET // BYTES_PER_SERIES_STEP
-        if not steps <= max_steps:
-            need = steps * BYTES_PER_SERIES_STEP / 1024**2
-            raise ValueError(
-                f"split_time={self.split_time} s gives {steps:.4g} background "
-                f"series steps for the {self.duration:.4g} s of {self._where()}; "
-                f"their per-step values would need {need:.3g} MiB, more than "
-                f"the {SERIES_MEMORY_BUDGET // 1024**2} MiB allowed; expected "
-                f"split_time >= {self.duration / max_steps:.3g} s"
-            )
+        """Refuse a series whose per-step values exceed the memory budget"""
+        check_series_size(self)
 
     def _warn_more_steps_than_frames(self):
         """A series with more images than frames: most serve no frame"""
@@ -330,24 +283,7 @@ class BackgroundSparseMed(Background):
 
     def _get_time_axis(self) -> np.ndarray:
         """Frame times in seconds, from the best source available"""
-        count = self.image_count
-        if self.hdin is not None:
-            time = self.hdin.get_feature("time")
-            if time is not None:
-                return time - time[0]
-            rate = self.hdin.get_frame_rate()
-            if rate is not None:
-                rate = self._check_frame_rate(rate)
-                frame = self.hdin.get_feature("frame")
-                if frame is not None:
-                    time = frame / rate
-                    return time - time[0]
-                duration = count / rate * GUESSED_FRAMES_PER_EVENT
-                self.logger.info(f"Approximating duration: {duration / 60:.1f}min")
-                return np.linspace(0, duration, count, endpoint=True)
-        duration = count / GUESSED_FRAME_RATE * GUESSED_FRAMES_PER_EVENT
-        self.logger.info(f"Guessing duration: {duration / 60:.1f}min")
-        return np.linspace(0, duration, count, endpoint=True)
+        return frame_times(self)
 
     def get_window(self, second: float) -> tuple[int, int]:
         """First and stop frame of the median window for a series time"""
@@ -467,7 +403,7 @@ class BackgroundSparseMed(Background):
         """One pass over the input: distinct median windows, top-slice sums"""
         count = self.image_count
         tasks = self._tasks
-        spans = _merge_ranges([(task.first, task.stop) for task in tasks])
+        spans = merge_ranges([(task.first, task.stop) for task in tasks])
         span_starts = [lo for lo, _ in spans]
         top_sums = np.zeros(count, dtype=np.int64) if self.offset_correction else None
         ranges = [(0, count)] if self.offset_correction else spans
@@ -541,7 +477,107 @@ class BackgroundSparseMed(Background):
         return top_sums
 
 
-def _merge_ranges(windows):
+def describe_input(bg) -> str:
+    """How messages name the input of `bg`: its quoted path or "the input array" """
+    return f"'{bg.hdin.path}'" if bg.hdin is not None else "the input array"
+
+
+def check_offset_correction(value):
+    """Raise ValueError unless `value` is a boolean (or 0/1)"""
+    if not isinstance(value, (bool, np.bool_, numbers.Integral)) or (
+        value not in (0, 1)
+    ):
+        raise ValueError(f"offset_correction must be True or False, got {value!r}")
+
+
+def check_frame_rate(bg, rate) -> float:
+    """The frame rate attribute as a positive number, or a clear error"""
+    if isinstance(rate, np.ndarray) and rate.size == 1:
+        rate = rate.reshape(-1)[0]
+    if (
+        isinstance(rate, (bool, np.bool_))
+        or not isinstance(rate, numbers.Real)
+        or not np.isfinite(rate)
+        or rate <= 0
+    ):
+        raise ValueError(
+            f"Input file {describe_input(bg)} declares the frame rate {rate!r} "
+            f"(attribute 'imaging:frame rate'); expected a positive number "
+            f"of frames per second"
+        )
+    return float(rate)
+
+
+def frame_times(bg) -> np.ndarray:
+    """Frame times of a time-sparse method's input, seconds from the first
+
+    From the "time" feature; else from "frame" and the frame rate; else
+    spread evenly over the duration the frame rate (or a typical one,
+    `GUESSED_FRAME_RATE`) implies for `GUESSED_FRAMES_PER_EVENT` frames
+    per event (dcnum's rules, so that the series times are dcnum's).
+
+    Parameters
+    ----------
+    bg: Background
+        A method with ``hdin`` (None for array input), ``image_count``
+        and ``logger``
+    """
+    count = bg.image_count
+    if bg.hdin is not None:
+        time = bg.hdin.get_feature("time")
+        if time is not None:
+            return time - time[0]
+        rate = bg.hdin.get_frame_rate()
+        if rate is not None:
+            rate = check_frame_rate(bg, rate)
+            frame = bg.hdin.get_feature("frame")
+            if frame is not None:
+                time = frame / rate
+                return time - time[0]
+            duration = count / rate * GUESSED_FRAMES_PER_EVENT
+            bg.logger.info(f"Approximating duration: {duration / 60:.1f}min")
+            return np.linspace(0, duration, count, endpoint=True)
+    duration = count / GUESSED_FRAME_RATE * GUESSED_FRAMES_PER_EVENT
+    bg.logger.info(f"Guessing duration: {duration / 60:.1f}min")
+    return np.linspace(0, duration, count, endpoint=True)
+
+
+def check_series_size(bg):
+    """Refuse a series whose per-step values exceed the memory budget
+
+    The series holds ``ceil(duration / split_time)`` steps whatever the
+    number of frames. Images are computed once per distinct window (at
+    most one per frame), so the steps cost only their per-step values
+    (`BYTES_PER_SERIES_STEP` each); a tiny `split_time` would still make
+    them grow without bound, which is an error beyond
+    `SERIES_MEMORY_BUDGET`. Non-finite frame times are an error too.
+
+    Parameters
+    ----------
+    bg: Background
+        A time-sparse method with ``time``, ``duration`` and ``split_time``
+    """
+    if not np.all(np.isfinite(bg.time)):
+        raise ValueError(
+            f"The frame times of {describe_input(bg)} (feature 'time', or "
+            f"'frame' and the frame rate) hold non-finite values; expected "
+            f"finite times in seconds"
+        )
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        steps = np.ceil(np.float64(bg.duration) / np.float64(bg.split_time))
+    max_steps = SERIES_MEMORY_BUDGET // BYTES_PER_SERIES_STEP
+    if not steps <= max_steps:
+        need = steps * BYTES_PER_SERIES_STEP / 1024**2
+        raise ValueError(
+            f"split_time={bg.split_time} s gives {steps:.4g} background "
+            f"series steps for the {bg.duration:.4g} s of {describe_input(bg)}; "
+            f"their per-step values would need {need:.3g} MiB, more than "
+            f"the {SERIES_MEMORY_BUDGET // 1024**2} MiB allowed; expected "
+            f"split_time >= {bg.duration / max_steps:.3g} s"
+        )
+
+
+def merge_ranges(windows):
     """Union of frame ranges as sorted, disjoint ranges"""
     merged = []
     for start, stop in sorted(windows):

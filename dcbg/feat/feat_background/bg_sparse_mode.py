@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import bisect
 import collections
-import numbers
 
 import numpy as np
 
@@ -22,12 +21,13 @@ from ...kernels import window_modes_pixels
 from ...workers import JOBS_PER_THREAD, wait_all
 from .base import Background, check_positive_int, check_real
 from .bg_sparse_median import (
-    BYTES_PER_SERIES_STEP,
-    GUESSED_FRAME_RATE,
-    GUESSED_FRAMES_PER_EVENT,
     OFFSET_ROWS,
     READ_BLOCK_FRAMES,
-    SERIES_MEMORY_BUDGET,
+    check_offset_correction,
+    check_series_size,
+    describe_input,
+    frame_times,
+    merge_ranges,
 )
 from .sparse_series import (
     SeriesImages,
@@ -248,12 +248,7 @@ class BackgroundSparseMode(Background):
         """
         check_positive_int("kernel_size", kernel_size)
         check_real("split_time", split_time, low=0, low_open=True)
-        if not isinstance(offset_correction, (bool, np.bool_, numbers.Integral)) or (
-            offset_correction not in (0, 1)
-        ):
-            raise ValueError(
-                f"offset_correction must be True or False, got {offset_correction!r}"
-            )
+        check_offset_correction(offset_correction)
 
     def stamp_pipeline(self):
         """Claim nothing in dcnum's pipeline attributes
@@ -263,25 +258,11 @@ class BackgroundSparseMode(Background):
         """
 
     def _where(self) -> str:
-        return f"'{self.hdin.path}'" if self.hdin is not None else "the input array"
+        return describe_input(self)
 
     def _check_series_size(self):
         """Refuse a series whose per-step values exceed the memory budget"""
-        if not np.all(np.isfinite(self.time)):
-            raise ValueError(
-                f"The frame times of {self._where()} (feature 'time', or "
-                f"'frame' and the frame rate) hold non-finite values; expected "
-                f"finite times in seconds"
-            )
-        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-            steps = np.ceil(np.float64(self.duration) / np.float64(self.split_time))
-        max_steps = SERIES_MEMORY_BUDGET // BYTES_PER_SERIES_STEP
-        if not steps <= max_steps:
-            raise ValueError(
-                f"split_time={self.split_time} s gives {steps:.4g} background "
-                f"series steps for the {self.duration:.4g} s of {self._where()}; "
-                f"expected split_time >= {self.duration / max_steps:.3g} s"
-            )
+        check_series_size(self)
 
     def _pixel_slices(self):
         """Pixel ranges for the worker threads (several jobs per thread)"""
@@ -361,13 +342,13 @@ class BackgroundSparseMode(Background):
         spans = [(task.first, task.stop) for task in tasks]
         top_sums = np.zeros(count, dtype=np.int64)
         block_frames = max(self.input_data.chunk_frames, READ_BLOCK_FRAMES)
-        ranges = [(0, count)] if self.offset_correction else _merge(spans)
+        ranges = [(0, count)] if self.offset_correction else merge_ranges(spans)
         blocks = [
             block
             for lo, hi in ranges
             for block in self.input_data.iter_blocks(block_frames, lo, hi)
         ]
-        merged = _merge(spans)
+        merged = merge_ranges(spans)
         merged_starts = [lo for lo, _ in merged]
 
         def in_window(lo, hi):
@@ -427,50 +408,3 @@ class BackgroundSparseMode(Background):
                 reading.cancel()
             raise
         return top_sums
-
-
-def _merge(ranges):
-    """Union of frame ranges as sorted, disjoint ranges"""
-    merged = []
-    for start, stop in sorted(ranges):
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], stop)
-        else:
-            merged.append([start, stop])
-    return [tuple(r) for r in merged]
-
-
-def frame_times(bg: Background) -> np.ndarray:
-    """Frame times in seconds from the first frame (the sparse median's rule)
-
-    From the "time" feature; else from "frame" and the frame rate; else
-    spread over the duration the frame rate (or a typical one) implies,
-    as :class:`BackgroundSparseMed` does.
-    """
-    count = bg.image_count
-    rate = None
-    if bg.hdin is not None:
-        time = bg.hdin.get_feature("time")
-        if time is not None:
-            return time - time[0]
-        rate = bg.hdin.get_frame_rate()
-        if isinstance(rate, np.ndarray) and rate.size == 1:
-            rate = rate.reshape(-1)[0]
-        if rate is not None and not (
-            isinstance(rate, numbers.Real)
-            and not isinstance(rate, (bool, np.bool_))
-            and np.isfinite(rate)
-            and rate > 0
-        ):
-            raise ValueError(
-                f"Input file '{bg.hdin.path}' declares the frame rate {rate!r} "
-                f"(attribute 'imaging:frame rate'); expected a positive number "
-                f"of frames per second"
-            )
-        if rate is not None:
-            frame = bg.hdin.get_feature("frame")
-            if frame is not None:
-                time = frame / float(rate)
-                return time - time[0]
-    duration = count / float(rate or GUESSED_FRAME_RATE) * GUESSED_FRAMES_PER_EVENT
-    return np.linspace(0, duration, count, endpoint=True)
