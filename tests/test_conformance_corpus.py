@@ -40,21 +40,17 @@ import importlib.metadata
 import os
 import pathlib
 import shutil
-import subprocess
-import sys
 import tarfile
-import tempfile
 import uuid
 import warnings
 import zipfile
 
 import numpy as np
 import pytest
+import sdist_cache
 
 #: the dcnum release whose background module dcbg replaces
 DCNUM_VERSION = "0.31.0"
-#: seconds for pip to reach the package index before the corpus is skipped
-PIP_TIMEOUT = 30
 
 #: parameter sets per method: the defaults and a small kernel (and split
 #: time); rollmed's kernel must be even in dcnum, so 4 is its smallest
@@ -158,16 +154,6 @@ class CorpusUnavailable(Exception):
     """The test data cannot be obtained here (reason in the message)"""
 
 
-def cache_root() -> pathlib.Path:
-    env = os.environ.get("DCBG_TEST_CACHE")
-    if env:
-        return pathlib.Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (pathlib.Path(xdg) if xdg else pathlib.Path.home() / ".cache") / (
-        "dcbg-tests"
-    )
-
-
 def installed_version(name: str) -> str:
     try:
         return importlib.metadata.version(name)
@@ -176,49 +162,8 @@ def installed_version(name: str) -> str:
 
 
 def download_sdist(name: str, version: str, dest: pathlib.Path) -> pathlib.Path:
-    """The cached sdist of `name` `version`, downloaded with pip if needed"""
-    path = dest / f"{name}-{version}.tar.gz"
-    if path.exists():
-        return path
-    dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest) as tmp:
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            # the sdist only; its build requirements may come as wheels
-            "--no-binary",
-            name,
-            "--disable-pip-version-check",
-            "--timeout",
-            str(PIP_TIMEOUT),
-            "--retries",
-            "1",
-            "-d",
-            tmp,
-            f"{name}=={version}",
-        ]
-        try:
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=10 * PIP_TIMEOUT
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise CorpusUnavailable(
-                f"pip could not download {name} {version}'s sdist within "
-                f"{10 * PIP_TIMEOUT} s and no copy is cached in '{dest}'"
-            ) from exc
-        downloaded = pathlib.Path(tmp) / path.name
-        if proc.returncode != 0 or not downloaded.exists():
-            lines = (proc.stderr or proc.stdout).strip().splitlines()
-            last = lines[-1] if lines else f"exit status {proc.returncode}"
-            raise CorpusUnavailable(
-                f"No package index reachable for {name} {version}'s sdist and "
-                f"no copy cached in '{dest}' (pip: {last})"
-            )
-        os.replace(downloaded, path)
-    return path
+    """The cached sdist of `name` `version` (see :mod:`sdist_cache`)"""
+    return sdist_cache.download_sdist(name, version, dest, CorpusUnavailable)
 
 
 def extract_measurements(sdist: pathlib.Path, dest: pathlib.Path) -> pathlib.Path:
@@ -274,7 +219,7 @@ def obtain_corpus() -> list[pathlib.Path]:
         ("dcnum", DCNUM_VERSION),
         ("dclab", installed_version("dclab")),
     ):
-        root = cache_root() / f"{name}-{version}"
+        root = sdist_cache.cache_root() / f"{name}-{version}"
         sdist = download_sdist(name, version, root)
         files += sorted(extract_measurements(sdist, root / "corpus").glob("*/*.rtdc"))
     return files

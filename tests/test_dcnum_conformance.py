@@ -25,10 +25,10 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import uuid
 
 import pytest
+import sdist_cache
 
 #: the dcnum release whose background module dcbg replaces
 DCNUM_VERSION = "0.31.0"
@@ -65,8 +65,6 @@ SUITE_GLOB = "test_feat_background_*.py"
 #: seconds for the subprocess running dcnum's background suite (it takes
 #: a few seconds; the limit only stops a hang)
 SUITE_TIMEOUT = 900
-#: seconds for pip to reach the package index before the suite is skipped
-PIP_TIMEOUT = 30
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -77,15 +75,7 @@ class SuiteUnavailable(Exception):
 
 def cache_dir() -> pathlib.Path:
     """Folder that keeps the downloaded sdist and the extracted suite"""
-    env = os.environ.get("DCBG_TEST_CACHE")
-    if env:
-        root = pathlib.Path(env)
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        root = (pathlib.Path(xdg) if xdg else pathlib.Path.home() / ".cache") / (
-            "dcbg-tests"
-        )
-    return root / f"dcnum-{DCNUM_VERSION}"
+    return sdist_cache.cache_root() / f"dcnum-{DCNUM_VERSION}"
 
 
 def check_dcnum_installed():
@@ -106,50 +96,7 @@ def check_dcnum_installed():
 
 def download_sdist(dest: pathlib.Path) -> pathlib.Path:
     """Return the cached sdist, downloading it with pip if needed"""
-    name = f"dcnum-{DCNUM_VERSION}.tar.gz"
-    path = dest / name
-    if path.exists():
-        return path
-    dest.mkdir(parents=True, exist_ok=True)
-    # download next to the cache (not into it), so that a concurrent run
-    # never sees a half-written archive
-    with tempfile.TemporaryDirectory(dir=dest) as tmp:
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--no-binary",
-            ":all:",
-            "--disable-pip-version-check",
-            "--timeout",
-            str(PIP_TIMEOUT),
-            "--retries",
-            "1",
-            "-d",
-            tmp,
-            f"dcnum=={DCNUM_VERSION}",
-        ]
-        try:
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=10 * PIP_TIMEOUT
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise SuiteUnavailable(
-                f"pip could not download dcnum {DCNUM_VERSION}'s sdist within "
-                f"{10 * PIP_TIMEOUT} s and no copy is cached in '{dest}'"
-            ) from exc
-        downloaded = pathlib.Path(tmp) / name
-        if proc.returncode != 0 or not downloaded.exists():
-            lines = (proc.stderr or proc.stdout).strip().splitlines()
-            last = lines[-1] if lines else f"exit status {proc.returncode}"
-            raise SuiteUnavailable(
-                f"No package index reachable for dcnum {DCNUM_VERSION}'s sdist "
-                f"and no copy cached in '{dest}' (pip: {last})"
-            )
-        os.replace(downloaded, path)
-    return path
+    return sdist_cache.download_sdist("dcnum", DCNUM_VERSION, dest, SuiteUnavailable)
 
 
 def extract_suite(sdist: pathlib.Path, dest: pathlib.Path) -> pathlib.Path:
