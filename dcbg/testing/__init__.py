@@ -4,6 +4,8 @@
   :func:`make_synthetic_stack`), built from the bundled real measurement
   (``dcbg/data/cytoshot_2024_80x320.rtdc``): its background image, sensor
   noise, slow drift, frame-to-frame flicker and the real cells cut out of it
+- :mod:`dcbg.testing.reference`: the real measurement the model is built
+  from, and :func:`fit_background` that fits its background to other shapes
 - :mod:`dcbg.testing.writer`: :func:`make_synthetic_measurement` writes the
   model as an .rtdc file
 - :mod:`dcbg.testing.fixtures`: :func:`make_basin_variants` writes files
@@ -12,12 +14,8 @@
 """
 
 from .fixtures import make_basin_variants, store_internal_basin
-from .model import (
-    REFERENCE_MEASUREMENT,
-    SyntheticModel,
-    fit_background,
-    make_synthetic_stack,
-)
+from .model import SyntheticModel, make_synthetic_stack
+from .reference import REFERENCE_MEASUREMENT, fit_background
 from .writer import make_synthetic_measurement
 
 __all__ = [

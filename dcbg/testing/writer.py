@@ -21,7 +21,8 @@ import pathlib
 
 import numpy as np
 
-from .model import SyntheticModel, _load_reference
+from .model import SyntheticModel
+from .reference import load_reference
 
 #: metadata sections copied from the reference file (``pipeline:*`` is left
 #: out on purpose: the synthetic file is raw data, not dcnum output)
@@ -295,7 +296,7 @@ def _metadata(model: SyntheticModel, run_id: str, model_kwargs: dict) -> dict:
     import dclab.definitions as dfn
 
     meta: dict[str, dict] = {}
-    for key, val in _load_reference().attrs.items():
+    for key, val in load_reference().attrs.items():
         sec, _, name = key.partition(":")
         if sec in _META_SECTIONS and dfn.config_key_exists(sec, name):
             meta.setdefault(sec, {})[name] = val
