@@ -42,7 +42,7 @@ import numpy as np
 
 from dcbg import Background, get_available_background_methods
 from dcbg.cluster import canonical_ppid, get_output_path, process_many
-from dcbg.feat.feat_background.base import cpu_count
+from dcbg.run_options import cpu_count
 from dcbg.testing import make_synthetic_measurement
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -37,7 +37,6 @@ from collections.abc import Callable, Iterable
 import distributed
 
 from .feat.feat_background import resolve_method
-from .feat.feat_background.base import cpu_count
 from .io.conventions import default_output_path, read_output_ppid
 from .io.transaction import reserve_output
 from .local_cluster import (
@@ -45,6 +44,7 @@ from .local_cluster import (
     remove_stopped_attempts,
     start_local_cluster,
 )
+from .run_options import cpu_count
 
 logger = logging.getLogger(__name__)
 

@@ -76,7 +76,7 @@ class _DcnumLogForwarder(logging.Handler):
     handlers here (where an application such as ``chipstream-cli
     --verbose`` shows dcnum's lines). A warning is shown once, as the
     Python warning dcbg issues with it (see
-    :func:`dcbg.feat.feat_background.base.warn`): the root handlers do not
+    :func:`dcbg.run_options.warn`): the root handlers do not
     print it a second time.
     """
 

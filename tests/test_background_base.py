@@ -12,12 +12,12 @@ import pytest
 from dcnum.feat.feat_background import BackgroundCopy as DcnumCopy
 from dcnum.read import HDF5Data
 
+from dcbg import run_options
 from dcbg.feat.feat_background import (
     BackgroundCopy,
     BackgroundRollMed,
     BackgroundSparseMed,
 )
-from dcbg.feat.feat_background import base as bg_base
 from dcbg.kernels import slow
 from dcbg.testing.fixtures import store_internal_basin
 
@@ -536,4 +536,34 @@ def test_progress_and_attributes(cytoshot, tmp_path):
 
 
 def test_cpu_count():
-    assert bg_base.cpu_count() >= 1
+    assert run_options.cpu_count() >= 1
+
+
+def test_options_object_replaces_framework_keywords(cytoshot, tmp_path):
+    options = run_options.RunOptions.create(compress=False, num_cpus=1)
+    with BackgroundRollMed(
+        cytoshot, tmp_path / "out.rtdc", kernel_size=4, batch_size=5, options=options
+    ) as bg:
+        assert bg.options is options
+        assert bg.num_cpus == 1 and bg.compress is False
+        bg.process()
+    with h5py.File(tmp_path / "out.rtdc") as h5:
+        assert not h5["events/image_bg"].compression
+
+
+@pytest.mark.parametrize(
+    "keywords",
+    [{"compress": False}, {"num_cpus": 1}, {"basin_root": "."}],
+)
+def test_options_object_with_framework_keyword_is_an_error(
+    cytoshot, tmp_path, keywords
+):
+    name = next(iter(keywords))
+    with pytest.raises(TypeError, match=name):
+        BackgroundRollMed(
+            cytoshot,
+            tmp_path / "out.rtdc",
+            options=run_options.RunOptions.create(),
+            **keywords,
+        )
+    assert not (tmp_path / "out.rtdc").exists()

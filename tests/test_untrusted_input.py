@@ -27,10 +27,10 @@ from dclab.rtdc_dataset.copier import rtdc_copy
 from dcbg import BackgroundCopy, BackgroundRollMed, BackgroundSparseMed
 from dcbg.cli import make_cli
 from dcbg.cluster import FileResult, process_file, process_many
-from dcbg.feat.feat_background.base import cpu_count
 from dcbg.io import InputMeasurement
 from dcbg.io.basins import BasinPolicy
 from dcbg.io.conventions import read_basin_definition
+from dcbg.run_options import cpu_count
 
 #: the example measurements of the package
 BUNDLED = pathlib.Path(__file__).resolve().parents[1] / "dcbg" / "data"

@@ -130,7 +130,7 @@ def write_synthetic(path: pathlib.Path, n_frames: int):
     """
     import h5py
 
-    from dcbg.feat.feat_background.base import cpu_count
+    from dcbg.run_options import cpu_count
     from dcbg.testing import make_synthetic_measurement
 
     make_synthetic_measurement(

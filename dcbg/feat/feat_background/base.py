@@ -11,57 +11,24 @@ import os
 import pathlib
 import threading
 import time
-import warnings
-
-import numpy as np
 
 from ... import ppid
 from ..._version import __version__
 from ...io import ImageStack, InputMeasurement, OutputFile
-from ...io.basins import BasinPolicy
 from ...io.conventions import LOG_NAME, PPID_ATTR, PPID_GENERATION_ATTR, log_lines
 from ...io.rtdc import same_file, write_errors_named
+from ...run_options import RunOptions
 from ...workers import Counter, WorkerPool, close_pools
 
 #: dcbg's top-level logger, parent of every method's logger
 PACKAGE_LOGGER = "dcbg"
 # A warning of dcbg is a Python warning and a log record of the same text
-# (see `warn`). Python prints a record that no handler takes with its
-# last-resort handler: the logging HOWTO's NullHandler for libraries keeps
-# it from printing the warning a second time. Handlers that an application
-# configures (a log file, dcnum's job log) still receive every record.
+# (see `dcbg.run_options.warn`). Python prints a record that no handler
+# takes with its last-resort handler: the logging HOWTO's NullHandler for
+# libraries keeps it from printing the warning a second time. Handlers
+# that an application configures (a log file, dcnum's job log) still
+# receive every record.
 logging.getLogger(PACKAGE_LOGGER).addHandler(logging.NullHandler())
-
-
-def warn(logger: logging.Logger, message: str, stacklevel: int = 2):
-    """Report a warning once: a Python warning plus a log record
-
-    The Python warning is what a user sees (printed once, filterable,
-    ``pytest.warns``); the log record goes to the handlers an application
-    configures (log files, dcnum's job log through
-    :func:`dcbg.dcnum.use_dcbg`), never a second time to the console by
-    Python's last-resort handler (see `PACKAGE_LOGGER`).
-
-    Parameters
-    ----------
-    logger: logging.Logger
-        Logger of the method (a child of `PACKAGE_LOGGER`)
-    message: str
-        The warning, one line
-    stacklevel: int
-        As for :func:`warnings.warn`, counted from the caller of this
-        function (2: the caller's caller)
-    """
-    logger.warning(message)
-    warnings.warn(message, UserWarning, stacklevel=stacklevel + 1)
-
-
-def cpu_count() -> int:
-    """Number of CPUs this process may run on"""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 class Progress:
@@ -107,6 +74,12 @@ class Background(abc.ABC):
         Keyword-only. Follow remote basins (http, S3, DCOR) of the input;
         dclab then contacts the hosts the file names. Default False: no
         network access while reading the input.
+    options: dcbg.run_options.RunOptions or None
+        Keyword-only. The framework options checked once by
+        :meth:`RunOptions.create <dcbg.run_options.RunOptions.create>`
+        (as the command line and the batch build them); `compress`,
+        `num_cpus`, `basin_root` and `allow_remote_basins` must then be
+        left at their defaults.
     kwargs:
         Keyword arguments of the method (see :meth:`check_user_kwargs`)
     """
@@ -127,6 +100,7 @@ class Background(abc.ABC):
         *,
         basin_root=None,
         allow_remote_basins=False,
+        options: RunOptions | None = None,
         **kwargs,
     ):
         self.logger = logging.getLogger(
@@ -148,33 +122,38 @@ class Background(abc.ABC):
         }
         self.kwargs.update(kwargs)
 
-        available = cpu_count()
-        if num_cpus is None:
-            num_cpus = available
-        if (
-            isinstance(num_cpus, bool)
-            or not isinstance(num_cpus, numbers.Integral)
-            or num_cpus < 1
-        ):
-            raise ValueError(f"num_cpus must be a positive integer, got {num_cpus!r}")
-        if num_cpus > available:
-            # more threads than CPUs only cost memory and switching
-            msg = (
-                f"num_cpus={num_cpus} is more than the {available} CPU(s) "
-                f"available to this process; using {available} worker threads"
+        if options is None:
+            # the warning about num_cpus is the method's
+            options = RunOptions.create(
+                compress=compress,
+                num_cpus=num_cpus,
+                basin_root=basin_root,
+                allow_remote_basins=allow_remote_basins,
+                logger=self.logger,
             )
-            warn(self.logger, msg, stacklevel=2)
-            num_cpus = available
+        else:
+            given = [
+                name
+                for name, value, default in (
+                    ("compress", compress, True),
+                    ("num_cpus", num_cpus, None),
+                    ("basin_root", basin_root, None),
+                    ("allow_remote_basins", allow_remote_basins, False),
+                )
+                if value is not default
+            ]
+            if given:
+                raise TypeError(
+                    f"{type(self).__name__} got options and {given}: these "
+                    f"are part of the options (dcbg.run_options.RunOptions)"
+                )
+        #: the checked framework options (compression, CPUs, basin policy)
+        self.options = options
         #: number of CPUs (worker threads) used
-        self.num_cpus = int(num_cpus)
-        if not isinstance(compress, (bool, np.bool_)):
-            raise ValueError(
-                f"compress must be True or False, got {compress!r} "
-                f"({type(compress).__name__})"
-            )
-        self.compress = bool(compress)
+        self.num_cpus = options.num_cpus
+        self.compress = options.compress
         #: which basins of the input are followed (see dcbg.io.basins)
-        self.basin_policy = BasinPolicy.create(basin_root, allow_remote_basins)
+        self.basin_policy = options.basin_policy
 
         # Attributes of dcnum's Background, with dcnum's meaning (dcnum
         # code reads them): image_proc, hdin, h5in, h5out, paths_ref,
@@ -231,7 +210,7 @@ class Background(abc.ABC):
                     f"there is nothing to compute a background from"
                 )
             self._output = OutputFile(
-                self.output_path, self.hdin, compress, event_count=self.image_count
+                self.output_path, self.hdin, self.compress, event_count=self.image_count
             )
             # the staged output holds no finished background yet, so it
             # must not claim the input's (see stamp_pipeline)

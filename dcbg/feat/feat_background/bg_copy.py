@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ...io import ImageStack
-from .base import Background, warn
+from ...run_options import warn
+from .base import Background
 
 
 class BackgroundCopy(Background):

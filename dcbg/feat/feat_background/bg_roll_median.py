@@ -25,9 +25,7 @@ class BackgroundRollMed(Background):
         batch_size=10000,
         compress=True,
         num_cpus=None,
-        *,
-        basin_root=None,
-        allow_remote_basins=False,
+        **framework,
     ):
         """Rolling median RT-DC background image computation
 
@@ -71,21 +69,16 @@ class BackgroundRollMed(Background):
         num_cpus: int
             Number of worker threads for the median computation.
             Defaults to the number of CPUs available.
-        basin_root: str or pathlib.Path or None
-            Keyword-only. Follow file basins of the input only to files
-            inside this directory tree (symbolic links resolved); None:
-            anywhere (regular HDF5 files only). See :mod:`dcbg.io.basins`.
-        allow_remote_basins: bool
-            Keyword-only. Follow remote basins (http, S3, DCOR) of the
-            input; default False: no network access.
+        framework:
+            Keyword-only framework keywords, as for :class:`.Background`:
+            `basin_root`, `allow_remote_basins` or `options`.
         """
         super().__init__(
             input_data=input_data,
             output_path=output_path,
             compress=compress,
             num_cpus=num_cpus,
-            basin_root=basin_root,
-            allow_remote_basins=allow_remote_basins,
+            **framework,
             kernel_size=kernel_size,
             batch_size=batch_size,
         )

@@ -78,9 +78,7 @@ class BackgroundSparseMed(Background):
         offset_correction=True,
         compress=True,
         num_cpus=None,
-        *,
-        basin_root=None,
-        allow_remote_basins=False,
+        **framework,
     ):
         """Sparse median background correction with cleansing
 
@@ -133,21 +131,16 @@ class BackgroundSparseMed(Background):
             Whether to compress background data (Zstandard).
         num_cpus: int
             Number of worker threads. Defaults to the CPUs available.
-        basin_root: str or pathlib.Path or None
-            Keyword-only. Follow file basins of the input only to files
-            inside this directory tree (symbolic links resolved); None:
-            anywhere (regular HDF5 files only). See :mod:`dcbg.io.basins`.
-        allow_remote_basins: bool
-            Keyword-only. Follow remote basins (http, S3, DCOR) of the
-            input; default False: no network access.
+        framework:
+            Keyword-only framework keywords, as for :class:`.Background`:
+            `basin_root`, `allow_remote_basins` or `options`.
         """
         super().__init__(
             input_data=input_data,
             output_path=output_path,
             compress=compress,
             num_cpus=num_cpus,
-            basin_root=basin_root,
-            allow_remote_basins=allow_remote_basins,
+            **framework,
             kernel_size=kernel_size,
             split_time=split_time,
             thresh_cleansing=thresh_cleansing,

@@ -115,9 +115,7 @@ class BackgroundSparseMode(Background):
         offset_correction=True,
         compress=True,
         num_cpus=None,
-        *,
-        basin_root=None,
-        allow_remote_basins=False,
+        **framework,
     ):
         """Sparse mode background: the most frequent value, robust to cells
 
@@ -164,20 +162,16 @@ class BackgroundSparseMode(Background):
             Whether to compress background data (Zstandard).
         num_cpus: int
             Number of worker threads. Defaults to the CPUs available.
-        basin_root: str or pathlib.Path or None
-            Keyword-only. Follow file basins of the input only to files
-            inside this directory tree; see :mod:`dcbg.io.basins`.
-        allow_remote_basins: bool
-            Keyword-only. Follow remote basins (http, S3, DCOR) of the
-            input; default False: no network access.
+        framework:
+            Keyword-only framework keywords, as for :class:`.Background`:
+            `basin_root`, `allow_remote_basins` or `options`.
         """
         super().__init__(
             input_data=input_data,
             output_path=output_path,
             compress=compress,
             num_cpus=num_cpus,
-            basin_root=basin_root,
-            allow_remote_basins=allow_remote_basins,
+            **framework,
             kernel_size=kernel_size,
             split_time=split_time,
             offset_correction=offset_correction,
