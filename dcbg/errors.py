@@ -18,6 +18,7 @@ import pathlib
 __all__ = [
     "InputFileError",
     "ParameterError",
+    "ParameterWarning",
     "ReadError",
     "one_line",
 ]
@@ -71,6 +72,23 @@ class ParameterError(_Carrying, ValueError):
     def __init__(self, parameter: str, message: str):
         super().__init__(message)
         self.parameter = parameter
+
+
+class ParameterWarning(UserWarning):
+    """A warning about the values of parameters (keyword arguments)
+
+    Parameters
+    ----------
+    message: str
+        The warning, one line, naming the parameters
+    parameters: tuple of str
+        The names of the parameters the message names, as the API spells
+        them (``"split_time"``); the command line shows its options instead
+    """
+
+    def __init__(self, message: str, parameters=()):
+        super().__init__(message)
+        self.parameters = tuple(parameters)
 
 
 class InputFileError(_Carrying, ValueError):

@@ -33,7 +33,7 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def warn(logger: logging.Logger, message: str, stacklevel: int = 2):
+def warn(logger: logging.Logger, message: str, stacklevel: int = 2, parameters=()):
     """Report a warning once: a Python warning plus a log record
 
     The Python warning is what a user sees (printed once, filterable,
@@ -51,9 +51,18 @@ def warn(logger: logging.Logger, message: str, stacklevel: int = 2):
     stacklevel: int
         As for :func:`warnings.warn`, counted from the caller of this
         function (2: the caller's caller)
+    parameters: tuple of str
+        The keyword arguments the message names: the warning is then a
+        :class:`dcbg.errors.ParameterWarning` carrying them (the command
+        line names its options instead)
     """
+    from .errors import ParameterWarning
+
     logger.warning(message)
-    warnings.warn(message, UserWarning, stacklevel=stacklevel + 1)
+    if parameters:
+        warnings.warn(ParameterWarning(message, parameters), stacklevel=stacklevel + 1)
+    else:
+        warnings.warn(message, UserWarning, stacklevel=stacklevel + 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +139,7 @@ class RunOptions:
                 f"num_cpus={num_cpus} is more than the {available} CPU(s) "
                 f"available to this process; using {available} worker threads",
                 stacklevel=stacklevel + 1,
+                parameters=("num_cpus",),
             )
             num_cpus = available
         if not isinstance(compress, (bool, np.bool_)):
