@@ -6,7 +6,8 @@
 - the cluster and plot layers hold no .rtdc format knowledge: they use
   ``dcbg.io`` for names, attributes and basin definitions
 - start-up: importing dcbg or building the command loads none of the heavy
-  dependencies (dclab, scipy, matplotlib, Dask, hdf5plugin)
+  dependencies (dclab, scipy, matplotlib, Dask, hdf5plugin); listing the
+  commands (``dcbg --help``) builds none of them: no numpy, no h5py
 """
 
 import ast
@@ -149,5 +150,39 @@ def test_start_up_imports_nothing_heavy(code):
     )
     out = subprocess.run(
         [sys.executable, "-c", check], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+#: what ``dcbg --help`` must not import: the commands' own modules (built
+#: when a command runs or shows its help) and what they bring
+NOT_FOR_THE_COMMAND_LIST = (
+    "numpy",
+    "h5py",
+    "dcbg.ppid",
+    "dcbg.feat",
+    "dcbg.run_options",
+    "dcbg.cli.options",
+    "dcbg.cli.compute",
+    "dcbg.cli.batch",
+    "dcbg.cli.methods",
+    "dcbg.cli.plot",
+    "dcbg.cli.check",
+)
+
+LIST_COMMANDS = """
+import contextlib, io, sys
+from dcbg.cli.main import main
+with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):
+    main(["--help"])
+assert "compute  Compute the background of the RT-DC measurement" in out.getvalue()
+print(sorted(m for m in {names!r} if m in sys.modules))
+"""
+
+
+def test_command_list_builds_no_command():
+    code = LIST_COMMANDS.format(names=NOT_FOR_THE_COMMAND_LIST)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"

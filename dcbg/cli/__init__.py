@@ -52,7 +52,7 @@ def _end_without_teardown_if_needed(status):
     """End the process at once where Python's teardown could go wrong
 
     - After a write failed (a file-size limit), HDF5 may be unable to close
-      the staged file dcbg threw away (see ``dcbg.io.rtdc.UNCLOSABLE_FILES``);
+      the staged file dcbg threw away (see ``dcbg.io.hdf5_failures.UNCLOSABLE_FILES``);
       its own clean-up at interpreter exit would then crash the process.
     - A command stopped by a signal ends with the shell's status for it
       (130, 143): a signal that cut an import short (e.g. of dclab) can
@@ -62,8 +62,8 @@ def _end_without_teardown_if_needed(status):
     """
     if not isinstance(status, int):
         status = 0 if status is None else 1
-    rtdc = sys.modules.get("dcbg.io.rtdc")
-    broken = rtdc is not None and rtdc.UNCLOSABLE_FILES
+    failures = sys.modules.get("dcbg.io.hdf5_failures")
+    broken = failures is not None and failures.UNCLOSABLE_FILES
     stopped = status - EXIT_STATUS_BASE in _stop_signals()
     if broken or stopped:
         sys.stdout.flush()

@@ -17,45 +17,26 @@ import typing
 
 import click
 
-from .. import ppid
 from ..feat.feat_background import get_available_background_methods
 
 if typing.TYPE_CHECKING:
     from ..cluster import FileResult
 
+from .commands import command
 from .options import (
+    add_method_options,
     basin_options,
-    collect_method_kwargs,
-    make_click_option,
     method_options,
+    option_flags,
+    resolve_method,
 )
 from .runtime import (
-    CONTEXT_SETTINGS,
     command_guard,
     configure_logging,
     discard_stream,
     echo_result,
     progress_style,
-    resolve_method,
-    with_option_names,
-)
-
-#: flags of ``dcbg batch`` that method keyword arguments must not take
-BATCH_FLAGS = (
-    "out-dir",
-    "ppid",
-    "method",
-    "scheduler",
-    "workers",
-    "threads-per-worker",
-    "compress",
-    "no-compress",
-    "force",
-    "quiet",
-    "debug",
-    "help",
-    "basin-root",
-    "allow-remote-basins",
+    with_flags,
 )
 
 
@@ -208,9 +189,8 @@ def make_batch_command(methods: dict | None = None) -> click.Command:
     """``dcbg batch`` with one option per method keyword argument"""
     if methods is None:
         methods = get_available_background_methods()
-    method_kwargs = collect_method_kwargs(methods, BATCH_FLAGS)
 
-    @click.command("batch", context_settings=CONTEXT_SETTINGS)
+    @command("batch")
     @click.argument(
         "input_paths",
         metavar="INPUT...",
@@ -275,9 +255,7 @@ def make_batch_command(methods: dict | None = None) -> click.Command:
         allow_remote_basins,
         **option_values,
     ):
-        """Compute the backgrounds of many measurements on a Dask cluster
-
-        INPUT is an .rtdc file or a folder: a folder stands for all .rtdc
+        """INPUT is an .rtdc file or a folder: a folder stands for all .rtdc
         files in it and its subfolders (hidden ones and the output folder
         left out). One task per file runs on a local cluster, or on the workers
         of a running scheduler (--scheduler). Outputs that exist with the
@@ -350,15 +328,11 @@ def make_batch_command(methods: dict | None = None) -> click.Command:
                 progress.close()
         seconds = time.perf_counter() - start
         names = [str(path) for path in input_paths]
-        option_names = ppid.get_kwarg_spec(cls)
-        for result, name in zip(results, names, strict=True):
-            # the API names keyword arguments, the user typed options
-            if result.error:
-                result.error = with_option_names(result.error, option_names)
-            if not quiet:
+        name_options(results, option_flags(ctx.command))
+        if not quiet:
+            for result, name in zip(results, names, strict=True):
                 for warning in result.warnings:
-                    message = with_option_names(warning, option_names)
-                    click.echo(f"Warning: {name}: {message}", err=True)
+                    click.echo(f"Warning: {name}: {warning}", err=True)
         if quiet:
             for result, name in zip(results, names, strict=True):
                 if result.status == "failed":
@@ -368,9 +342,28 @@ def make_batch_command(methods: dict | None = None) -> click.Command:
         if any(result.status == "failed" for result in results):
             ctx.exit(1)
 
-    for kwarg in method_kwargs.values():
-        batch.params.append(make_click_option(kwarg))
+    method_kwargs = add_method_options(batch, methods)
     return batch
+
+
+def name_options(results: list[FileResult], flags: dict[str, str]):
+    """Errors and warnings of `results` naming options instead of parameters
+
+    The API names keyword arguments (``kernel_size``), the user typed
+    options (``--kernel-size``): the parameters that a result's error and
+    warnings are about (``error_parameter``, ``warning_parameters``,
+    recorded from :class:`~dcbg.errors.ParameterError` and
+    :class:`~dcbg.errors.ParameterWarning`) are written as `flags` say.
+    """
+    for result in results:
+        if result.error and result.error_parameter:
+            result.error = with_flags(result.error, flags, [result.error_parameter])
+        result.warnings = [
+            with_flags(text, flags, parameters)
+            for text, parameters in zip(
+                result.warnings, result.warning_parameters, strict=True
+            )
+        ]
 
 
 def __getattr__(name):

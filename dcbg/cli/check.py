@@ -9,13 +9,12 @@ errors and every error reading the file), 130/143 when interrupted.
 from __future__ import annotations
 
 import contextlib
-import pathlib
 
 import click
 
-from .options import basin_options
+from .commands import command
+from .options import basin_options, input_argument
 from .runtime import (
-    CONTEXT_SETTINGS,
     Interrupted,
     command_guard,
     configure_logging,
@@ -54,8 +53,8 @@ def input_errors_exit_2():
 def make_check_command() -> click.Command:
     """``dcbg check``: cell ghosts and flicker, without ground truth"""
 
-    @click.command("check", context_settings=CONTEXT_SETTINGS)
-    @click.argument("path", metavar="INPUT", type=click.Path(path_type=pathlib.Path))
+    @command("check")
+    @input_argument()
     @click.option(
         "--json",
         "as_json",
@@ -72,9 +71,7 @@ def make_check_command() -> click.Command:
     @basin_options()
     @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
     def check(path, as_json, max_events, basin_root, allow_remote_basins, debug):
-        """Check the background of INPUT for cell ghosts and flicker
-
-        INPUT is any .rtdc file with image and image_bg (made by dcbg,
+        """INPUT is any .rtdc file with image and image_bg (made by dcbg,
         dcnum or Shape-In; bg_off optional). Without ground truth, each
         event's background is compared with the most frequent value of
         each pixel over the file's frames: a ghost is a region of more

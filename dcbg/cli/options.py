@@ -10,6 +10,11 @@ the user does not give is left to the method's default, which may differ
 between methods (``kernel_size`` is 100 for rollmed, 200 for sparsemed).
 Range checks are left to ``check_user_kwargs``, so that the command line
 and the Python API accept exactly the same values.
+
+A keyword argument whose flag another option of the command takes (or a
+framework keyword, :data:`dcbg.run_options.FRAMEWORK_KEYWORDS`) gets the
+flag ``--kw-NAME``: the taken flags are read from the command's own
+parameters (:func:`add_method_options`), not kept in a list.
 """
 
 from __future__ import annotations
@@ -24,7 +29,10 @@ import typing
 import click
 
 from .. import ppid
+from ..errors import ParameterError
 from ..feat.feat_background import get_available_background_methods
+from ..feat.feat_background.base import resolve_method as resolve_ppid_or_method
+from ..run_options import FRAMEWORK_KEYWORDS
 
 #: click types for the annotation types of keyword arguments
 CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
@@ -54,10 +62,13 @@ class MethodKwarg:
     default_by_method: dict = dataclasses.field(default_factory=dict)
     help_by_method: dict = dataclasses.field(default_factory=dict)
 
+    #: prefix of the click parameter's name (see :attr:`param_name`)
+    PARAM_PREFIX = "kwarg_"
+
     @property
     def param_name(self) -> str:
         """Name of the click parameter (prefixed: never clashes with others)"""
-        return f"kwarg_{self.name}"
+        return f"{self.PARAM_PREFIX}{self.name}"
 
     @property
     def methods(self) -> list[str]:
@@ -266,17 +277,20 @@ def method_options(methods: dict):
     return decorate
 
 
-#: flags of the basin policy options (reserved in ``dcbg compute`` and
-#: ``dcbg batch``)
-BASIN_FLAGS = ("basin-root", "allow-remote-basins")
+def input_argument(name: str = "path"):
+    """Decorator: the INPUT argument, a path the API checks (value: `name`)"""
+    return click.argument(
+        name, metavar="INPUT", type=click.Path(path_type=pathlib.Path)
+    )
 
 
 def basin_options():
     """Decorator: the ``--basin-root`` and ``--allow-remote-basins`` options
 
-    Shared by ``dcbg compute`` and ``dcbg batch``; their values arrive as
-    ``basin_root`` (a path or None) and ``allow_remote_basins`` (bool).
-    See :mod:`dcbg.io.basins` for the policy they set.
+    Shared by ``dcbg compute``, ``dcbg batch`` and ``dcbg check``; their
+    values arrive as ``basin_root`` (a path or None) and
+    ``allow_remote_basins`` (bool).
+    See :mod:`dcbg.io.input.policy` for the policy they set.
     """
     options = [
         click.option(
@@ -320,3 +334,156 @@ def make_click_option(kwarg: MethodKwarg) -> click.Option:
         default=None,
         help=kwarg.help_text(),
     )
+
+
+def taken_flags(command: click.Command) -> set[str]:
+    """Flags (without dashes) that `command`'s own parameters take
+
+    With its help option and the flags of the framework keywords
+    (:data:`dcbg.run_options.FRAMEWORK_KEYWORDS`), which every command
+    keeps for itself whether it offers them or not.
+    """
+    taken = {name.replace("_", "-") for name in FRAMEWORK_KEYWORDS}
+    for param in command.params:
+        if isinstance(param, click.Option):
+            taken.update(
+                opt.lstrip("-") for opt in (*param.opts, *param.secondary_opts)
+            )
+    help_names = (command.context_settings or {}).get("help_option_names", ["--help"])
+    taken.update(name.lstrip("-") for name in help_names)
+    return taken
+
+
+def add_method_options(command: click.Command, methods: dict) -> dict[str, MethodKwarg]:
+    """Give `command` one option per keyword argument of `methods`
+
+    Call it after the command's own options are declared: their flags are
+    not given to keyword arguments (see :func:`taken_flags`).
+
+    Returns
+    -------
+    method_kwargs: dict
+        Keyword argument name -> :class:`MethodKwarg`
+    """
+    method_kwargs = collect_method_kwargs(methods, taken_flags(command))
+    command.params.extend(make_click_option(kwarg) for kwarg in method_kwargs.values())
+    return method_kwargs
+
+
+def _options_by_name(command: click.Command):
+    """(keyword argument name, click option) of `command`'s options"""
+    for param in command.params:
+        if isinstance(param, click.Option) and param.opts:
+            yield param.name.removeprefix(MethodKwarg.PARAM_PREFIX), param
+
+
+def option_labels(command: click.Command) -> dict[str, str]:
+    """Keyword argument name -> how `command` writes its option
+
+    ``{"kernel_size": "--kernel-size", "offset_correction":
+    "--offset-correction/--no-offset-correction", ...}``
+    """
+    return {
+        name: "/".join([*param.opts, *param.secondary_opts])
+        for name, param in _options_by_name(command)
+    }
+
+
+def option_flags(command: click.Command) -> dict[str, str]:
+    """Keyword argument name -> the option of `command` that sets it
+
+    ``{"kernel_size": "--kernel-size", "num_cpus": "--num-cpus", ...}``:
+    how error messages and warnings about a parameter name it on the
+    command line (:func:`dcbg.cli.runtime.with_flags`).
+    """
+    # the long flag: "--output", not "-o"
+    return {name: max(param.opts, key=len) for name, param in _options_by_name(command)}
+
+
+def resolve_method(
+    ctx: click.Context,
+    methods: dict,
+    method_kwargs: dict[str, MethodKwarg],
+    ppid_text: str | None,
+    method: str | None,
+    option_values: dict,
+) -> tuple[type, dict]:
+    """The method class and its keyword arguments from the command line
+
+    Raises
+    ------
+    click.UsageError
+        For a wrong combination of options or a value the method rejects
+    """
+    given = {
+        kwarg.name: option_values[kwarg.param_name]
+        for kwarg in method_kwargs.values()
+        if option_values.get(kwarg.param_name) is not None
+    }
+    if ppid_text is not None and method is not None:
+        raise click.UsageError(
+            "Options --ppid and --method are mutually exclusive; give one of them",
+            ctx,
+        )
+    if ppid_text is None and method is None:
+        raise click.UsageError(
+            "Give either --method NAME or --ppid PPID (see 'dcbg methods')", ctx
+        )
+
+    if ppid_text is not None:
+        if given:
+            labels = ", ".join(method_kwargs[name].option_label for name in given)
+            raise click.UsageError(
+                f"Option(s) {labels} cannot be combined with --ppid; put the "
+                f"value(s) into the PPID instead",
+                ctx,
+            )
+        try:
+            return resolve_ppid_or_method(ppid_text.strip(), methods=methods)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx, param_hint="'--ppid'") from exc
+
+    kwargs = {}
+    for name, value in given.items():
+        kwarg = method_kwargs[name]
+        if method not in kwarg.methods:
+            accepted = [
+                kw.option_label for kw in method_kwargs.values() if method in kw.methods
+            ]
+            accepts = ", ".join(accepted) if accepted else "no options"
+            raise click.UsageError(
+                f"Option {kwarg.option_label} is not accepted by method "
+                f"'{method}' (it accepts {accepts})",
+                ctx,
+            )
+        try:
+            kwargs[name] = kwarg.convert(value, method)
+        except ValueError as exc:
+            raise click.BadParameter(
+                str(exc), ctx, param_hint=f"'--{kwarg.flag}'"
+            ) from exc
+    try:
+        return resolve_ppid_or_method(method=method, kwargs=kwargs, methods=methods)
+    except ValueError as exc:
+        raise click.BadParameter(
+            str(exc), ctx, param_hint=_rejected_option(exc, method_kwargs, given)
+        ) from exc
+
+
+def _rejected_option(
+    exc: ValueError, method_kwargs: dict[str, MethodKwarg], given: dict
+) -> str | None:
+    """The option a method's check rejected, as click's hint (``'--flag'``)
+
+    The parameter a :class:`~dcbg.errors.ParameterError` carries; for a
+    plain ``ValueError`` (a method of another package), the option if the
+    user gave only one; else None (the message alone).
+    """
+    if isinstance(exc, ParameterError):
+        name = exc.parameter
+    elif len(given) == 1:
+        (name,) = given
+    else:
+        return None
+    kwarg = method_kwargs.get(name)
+    return f"'--{kwarg.flag}'" if kwarg is not None else None

@@ -5,8 +5,12 @@ The policy shared by every command: errors become one-line messages
 SIGINT/SIGTERM/SIGHUP a clean stop with exit status 130/143/129 (see
 :class:`StopOnSignals`; a Ctrl-C pressed again later ends the process at
 once), progress a bar or a few lines on stderr, and the
-method with its keyword arguments comes from ``--ppid`` or ``--method``
-with options.
+messages and warnings about a keyword argument name the option the user
+typed (``--kernel-size``, from the parameter the
+:class:`~dcbg.errors.ParameterError` or
+:class:`~dcbg.errors.ParameterWarning` carries).
+
+Imported by ``dcbg --help``: nothing heavy at its top.
 """
 
 from __future__ import annotations
@@ -21,14 +25,14 @@ import signal
 import sys
 import threading
 import time
+import types
 import warnings
 
 import click
 
-from .. import ppid, stop
-from ..feat.feat_background.base import resolve_method as resolve_ppid_or_method
+from .. import stop
+from ..errors import ParameterError, ParameterWarning, one_line
 from ..stop import EXIT_STATUS_BASE, STOP_SIGNALS
-from .options import MethodKwarg
 
 #: click settings of every command: -h as --help, help text up to 100 columns
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -56,16 +60,55 @@ class Interrupted(click.ClickException):
             discard_stream(sys.stderr)
 
 
-def one_line(text: str) -> str:
-    """Join a multi-line message into one line"""
-    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+#: no options to name (see :func:`with_flags`)
+NO_FLAGS = types.MappingProxyType({})
+
+
+def with_flags(message, flags=NO_FLAGS, parameters=None) -> str:
+    """A message on one line, naming the options where it names parameters
+
+    The API's messages name keyword arguments (``kernel_size``); on the
+    command line the user typed ``--kernel-size``. Only the parameters that
+    the message is about are rewritten, and not inside quotes (file names).
+
+    Parameters
+    ----------
+    message: BaseException or str
+        The error or warning
+    flags: mapping
+        Keyword argument name -> its option (``"--kernel-size"``)
+    parameters: iterable of str or None
+        The parameters the message is about; None: those a
+        :class:`~dcbg.errors.ParameterError` or
+        :class:`~dcbg.errors.ParameterWarning` carries (none for others)
+    """
+    if parameters is not None:
+        names = tuple(parameters)
+    elif isinstance(message, ParameterError):
+        names = (message.parameter,)
+    elif isinstance(message, ParameterWarning):
+        names = message.parameters
+    else:
+        names = ()
+    text = one_line(message)
+    names = [name for name in names if name in flags]
+    if not names:
+        return text
+    parts = re.split(r"('[^']*')", text)
+    for index in range(0, len(parts), 2):  # the parts outside quotes
+        for name in names:
+            parts[index] = re.sub(
+                rf"(?<![-\w]){re.escape(name)}\b", flags[name], parts[index]
+            )
+    return "".join(parts)
 
 
 @contextlib.contextmanager
-def errors_as_messages(debug: bool):
+def errors_as_messages(debug: bool, flags=NO_FLAGS):
     """Turn exceptions into ``Error: <message>`` (exit 1), unless `debug`
 
     With `debug` the exception propagates and Python prints the traceback.
+    Parameters in `flags` are named as options (see :func:`with_flags`).
     """
     try:
         yield
@@ -75,7 +118,7 @@ def errors_as_messages(debug: bool):
         if debug:
             raise
         if isinstance(exc, USER_ERRORS):
-            message = one_line(exc)
+            message = with_flags(exc, flags)
         else:
             message = (
                 f"{type(exc).__name__}: {one_line(exc)} "
@@ -102,18 +145,15 @@ def configure_logging(debug: bool):
 
 
 def show_warning(
-    message, category, filename, lineno, file=None, line=None, *, option_names=()
+    message, category, filename, lineno, file=None, line=None, *, flags=NO_FLAGS
 ):
     """Show a warning as one line ``Warning: <message>`` on stderr
 
-    Keyword arguments in `option_names` are written as the command's
-    options (``split_time=`` as ``--split-time=``, see
-    :func:`with_option_names`), as ``dcbg batch`` shows its warnings.
+    The parameters a :class:`~dcbg.errors.ParameterWarning` names are
+    written as the options in `flags` (``split_time=`` as
+    ``--split-time=``, see :func:`with_flags`).
     """
-    text = one_line(message)
-    if option_names:
-        text = with_option_names(text, option_names)
-    click.echo(f"Warning: {text}", err=True)
+    click.echo(f"Warning: {with_flags(message, flags)}", err=True)
 
 
 class StopOnSignals:
@@ -215,24 +255,22 @@ def finish_when(done):
 
 
 @contextlib.contextmanager
-def command_guard(debug: bool, interrupted: str, option_names=()):
+def command_guard(debug: bool, interrupted: str, flags=NO_FLAGS):
     """The run of a command: errors as messages, Ctrl-C as `Interrupted`
 
     Errors become one-line messages (tracebacks with `debug`), warnings
-    are shown one line each (keyword arguments in `option_names` written
-    as options, see :func:`show_warning`), and SIGINT/SIGTERM/SIGHUP stop
+    are shown one line each (the parameters they are about written as the
+    options in `flags`, see :func:`with_flags`), and SIGINT/SIGTERM/SIGHUP stop
     the work and exit with `Interrupted` carrying the message
     `interrupted`. Yields the :class:`StopOnSignals` of the command (see
     its ``finish_when``).
     """
     with (
-        errors_as_messages(debug),
+        errors_as_messages(debug, flags),
         warnings.catch_warnings(),
         StopOnSignals() as stop_guard,
     ):
-        warnings.showwarning = functools.partial(
-            show_warning, option_names=tuple(option_names)
-        )
+        warnings.showwarning = functools.partial(show_warning, flags=flags)
         try:
             yield stop_guard
         except KeyboardInterrupt as exc:
@@ -379,102 +417,3 @@ class ProgressDisplay:
                 f"{seconds:.1f} s)",
                 err=True,
             )
-
-
-def with_option_names(message: str, names) -> str:
-    """`message` with keyword-argument names written as command-line options
-
-    The API's messages name keyword arguments (``kernel_size``); on the
-    command line the user types ``--kernel-size``. Quoted parts (file
-    names) are left as they are.
-    """
-    parts = re.split(r"('[^']*')", message)
-    for index in range(0, len(parts), 2):
-        for name in names:
-            flag = "--" + name.replace("_", "-")
-            parts[index] = re.sub(rf"(?<![-\w]){re.escape(name)}\b", flag, parts[index])
-    return "".join(parts)
-
-
-def _option_for_message(message: str, kwargs: dict, given: list[str]) -> str | None:
-    """The keyword argument a check_user_kwargs error message is about"""
-    for names in (given, list(kwargs)):
-        positions = {}
-        for name in names:
-            match = re.search(rf"\b{re.escape(name)}\b", message)
-            if match:
-                positions[name] = match.start()
-        if positions:
-            return min(positions, key=positions.get)
-    return None
-
-
-def resolve_method(
-    ctx: click.Context,
-    methods: dict,
-    method_kwargs: dict[str, MethodKwarg],
-    ppid_text: str | None,
-    method: str | None,
-    option_values: dict,
-) -> tuple[type, dict]:
-    """The method class and its keyword arguments from the command line
-
-    Raises
-    ------
-    click.UsageError
-        For a wrong combination of options or a value the method rejects
-    """
-    given = {
-        kwarg.name: option_values[kwarg.param_name]
-        for kwarg in method_kwargs.values()
-        if option_values.get(kwarg.param_name) is not None
-    }
-    if ppid_text is not None and method is not None:
-        raise click.UsageError(
-            "Options --ppid and --method are mutually exclusive; give one of them",
-            ctx,
-        )
-    if ppid_text is None and method is None:
-        raise click.UsageError(
-            "Give either --method NAME or --ppid PPID (see 'dcbg methods')", ctx
-        )
-
-    if ppid_text is not None:
-        if given:
-            labels = ", ".join(method_kwargs[name].option_label for name in given)
-            raise click.UsageError(
-                f"Option(s) {labels} cannot be combined with --ppid; put the "
-                f"value(s) into the PPID instead",
-                ctx,
-            )
-        try:
-            return resolve_ppid_or_method(ppid_text.strip(), methods=methods)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), ctx, param_hint="'--ppid'") from exc
-
-    cls = methods[method]
-    kwargs = {}
-    for name, value in given.items():
-        kwarg = method_kwargs[name]
-        if method not in kwarg.methods:
-            accepted = [
-                kw.option_label for kw in method_kwargs.values() if method in kw.methods
-            ]
-            accepts = ", ".join(accepted) if accepted else "no options"
-            raise click.UsageError(
-                f"Option {kwarg.option_label} is not accepted by method "
-                f"'{method}' (it accepts {accepts})",
-                ctx,
-            )
-        try:
-            kwargs[name] = kwarg.convert(value, method)
-        except ValueError as exc:
-            raise click.BadParameter(
-                str(exc), ctx, param_hint=f"'--{kwarg.flag}'"
-            ) from exc
-    try:
-        return resolve_ppid_or_method(method=method, kwargs=kwargs, methods=methods)
-    except ValueError as exc:
-        name = _option_for_message(str(exc), ppid.get_kwarg_spec(cls), list(given))
-        hint = f"'--{method_kwargs[name].flag}'" if name in method_kwargs else None
-        raise click.BadParameter(str(exc), ctx, param_hint=hint) from exc
