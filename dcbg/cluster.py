@@ -4,10 +4,10 @@
 :class:`distributed.Client`: a :class:`distributed.LocalCluster` on this
 machine, an existing scheduler (``tcp://host:8786`` or a scheduler file,
 e.g. of a dask-jobqueue ``SLURMCluster``) or a client you already have.
-Each task is :func:`process_file`, a thin wrapper around the
-:class:`~dcbg.Background` API that never raises: every outcome is a
-:class:`FileResult` ("done", "skipped" or "failed"), so one bad file does
-not stop the others.
+Each task is :func:`process_file`, the per-file workflow
+(:func:`dcbg.workflow.process_file`) resuming and never raising: every
+outcome is a :class:`~dcbg.workflow.FileResult` ("done", "skipped" or
+"failed"), so one bad file does not stop the others.
 
 Runs are resumable. A complete output with the requested PPID is skipped:
 outputs are written to a hidden ``.<name>.<random>.dcbg-partial`` sibling
@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import dataclasses
 import logging
 import numbers
 import os
@@ -36,67 +35,40 @@ from collections.abc import Callable, Iterable
 
 import distributed
 
+from . import workflow
+from .errors import ReadError, one_line
 from .feat.feat_background import resolve_method
 from .io.conventions import default_output_path, read_output_ppid
-from .io.transaction import reserve_output
 from .local_cluster import (
     kill_cluster_workers,
     remove_stopped_attempts,
     start_local_cluster,
 )
-from .run_options import cpu_count
+from .run_options import RunOptions, cpu_count
+from .workflow import STATUSES, FileResult
+
+__all__ = [
+    "STATUSES",
+    "BatchInterrupted",
+    "FileResult",
+    "canonical_ppid",
+    "describe_error",
+    "get_output_path",
+    "local_cluster_size",
+    "process_file",
+    "process_many",
+]
 
 logger = logging.getLogger(__name__)
-
-#: possible values of :attr:`FileResult.status`
-STATUSES = ("done", "skipped", "failed")
 
 #: how often the scheduler reschedules a task whose worker died
 #: (``distributed.scheduler.allowed-failures``) is left to the cluster's
 #: configuration; ``retries`` covers errors that escape the task
 TASK_RETRIES = 2
 
-#: exceptions whose message alone explains the problem
-_CLEAR_ERRORS = (FileNotFoundError, PermissionError, ValueError, TypeError)
-
-
-@dataclasses.dataclass
-class FileResult:
-    """Outcome of the background computation of one measurement
-
-    Attributes
-    ----------
-    input_path: pathlib.Path
-        The input measurement (absolute path)
-    output_path: pathlib.Path
-        The output file (absolute path)
-    ppid: str
-        Canonical background PPID that was requested
-    status: str
-        "done" (computed now), "skipped" (a complete output with this PPID
-        existed) or "failed"
-    frames: int or None
-        Number of frames of the background (None if unknown)
-    seconds: float or None
-        Wall time of the computation in the task (None unless "done")
-    error: str or None
-        Why the file failed (one line), None otherwise
-    worker: str or None
-        Address of the Dask worker that produced this result
-    warnings: list of str
-        Warnings of the computation, one line each (e.g. a kernel size
-        larger than the number of frames)
-    """
-
-    input_path: pathlib.Path
-    output_path: pathlib.Path
-    ppid: str
-    status: str
-    frames: int | None = None
-    seconds: float | None = None
-    error: str | None = None
-    worker: str | None = None
-    warnings: list[str] = dataclasses.field(default_factory=list)
+#: exceptions whose message alone explains the problem (dcbg's ReadError
+#: names the file and feature it could not read)
+_CLEAR_ERRORS = (FileNotFoundError, PermissionError, ValueError, TypeError, ReadError)
 
 
 def get_output_path(input_path, out_dir) -> pathlib.Path:
@@ -140,8 +112,10 @@ def process_file(
 ) -> FileResult:
     """Compute the background of one measurement, skipping finished work
 
-    This is the task :func:`process_many` runs on the workers. It never
-    raises :class:`Exception`; errors are returned as a "failed" result.
+    This is the task :func:`process_many` runs on the workers:
+    :func:`dcbg.workflow.process_file` resuming (a complete output with
+    the requested PPID is skipped). It never raises :class:`Exception`;
+    errors are returned as a "failed" result.
 
     Parameters
     ----------
@@ -161,7 +135,7 @@ def process_file(
         Worker threads for the computation (None: all CPUs)
     basin_root: str or pathlib.Path or None
         Follow file basins of the input only to files inside this
-        directory tree (see :mod:`dcbg.io.basins`); None: anywhere
+        directory tree (see :mod:`dcbg.io.input.policy`); None: anywhere
     allow_remote_basins: bool
         Follow remote basins (http, S3, DCOR) of the input (network access)
 
@@ -173,19 +147,24 @@ def process_file(
     input_path = pathlib.Path(input_path)
     output_path = pathlib.Path(output_path)
     result = FileResult(input_path, output_path, str(ppid), "failed")
-    t0 = time.perf_counter()
-    with _warnings_into(result):
-        _process_file(
-            result,
-            input_path,
-            output_path,
-            ppid,
-            compress,
-            force,
-            num_cpus,
-            {"basin_root": basin_root, "allow_remote_basins": allow_remote_basins},
-            t0,
-        )
+    with _collected_warnings() as messages:
+        try:
+            cls, kwargs = resolve_method(ppid)
+            result.ppid = cls.get_ppid_from_ppkw(kwargs)
+            # built here, on the worker: its file system has the basin root
+            options = RunOptions.create(
+                compress, num_cpus, basin_root, allow_remote_basins
+            )
+            result = workflow.process_file(
+                input_path, output_path, cls, kwargs, options, force=force, resume=True
+            )
+        except Exception as exc:
+            result.error = describe_error(exc)
+            result.error_parameter = getattr(exc, "parameter", None)
+            if not isinstance(exc, _CLEAR_ERRORS):
+                logger.exception(f"Background of '{input_path}' failed")
+    result.warnings = list(messages)
+    result.warning_parameters = list(messages.values())
     return result
 
 
@@ -195,92 +174,29 @@ _NULL_HANDLER = logging.NullHandler()
 
 
 @contextlib.contextmanager
-def _warnings_into(result: FileResult):
-    """Collect the warnings of a computation into `result`, once each
+def _collected_warnings():
+    """Collect the warnings of a computation into the dict yielded
 
-    On a Dask worker, Python would print a warning with a source line, and
-    the log record of the same warning again (no log handler there).
+    Each warning once, on one line, with the parameters it is about
+    (those a :class:`dcbg.errors.ParameterWarning` carries). On a Dask
+    worker, Python would print a warning with a source line, and the log
+    record of the same warning again (no log handler there).
     """
     logging.getLogger("dcbg").addHandler(_NULL_HANDLER)
+    messages: dict[str, tuple[str, ...]] = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            yield
+            yield messages
         finally:
-            result.warnings = list(
-                dict.fromkeys(" ".join(str(w.message).split()) for w in caught)
-            )
-
-
-def _process_file(
-    result, input_path, output_path, ppid, compress, force, num_cpus, basin_kwargs, t0
-):
-    try:
-        cls, kwargs = resolve_method(ppid)
-        result.ppid = cls.get_ppid_from_ppkw(kwargs)
-        # checked and written under the output's lock: a second batch
-        # cannot pass the check before this task writes
-        with reserve_output(output_path):
-            replace = output_path.exists()
-            if replace and not force:
-                _check_existing_output(output_path, result)
-                return
-            result.frames = _compute(
-                cls,
-                {**kwargs, **basin_kwargs},
-                input_path,
-                output_path,
-                compress,
-                num_cpus,
-            )
-        result.seconds = time.perf_counter() - t0
-        result.status = "done"
-    except Exception as exc:
-        result.error = describe_error(exc)
-        if not isinstance(exc, _CLEAR_ERRORS):
-            logger.exception(f"Background of '{input_path}' failed")
-
-
-def _check_existing_output(output_path: pathlib.Path, result: FileResult):
-    """Set `result` to "skipped" or raise ValueError for a foreign output"""
-    try:
-        old_ppid, frames = read_output_ppid(output_path)
-    except ValueError as exc:
-        raise ValueError(
-            f"Output '{output_path}' exists but is not a readable .rtdc file "
-            f"({exc}); use --force (force=True) to replace it"
-        ) from None
-    if old_ppid is None:
-        raise ValueError(
-            f"Output '{output_path}' exists but holds no background computed "
-            f"by dcbg; use --force (force=True) to replace it"
-        )
-    if old_ppid != result.ppid:
-        raise ValueError(
-            f"Output '{output_path}' exists with another PPID ({old_ppid}, "
-            f"requested {result.ppid}); use --force (force=True) to recompute it"
-        )
-    result.status = "skipped"
-    result.frames = frames
-
-
-def _compute(cls, kwargs, input_path, output_path, compress, num_cpus):
-    """Run the background method; returns the number of frames
-
-    The API writes the output as a transaction (an existing output keeps
-    all but its background until the new one is complete) and removes
-    the temporary files of killed earlier attempts.
-    """
-    with cls(
-        input_path, output_path, compress=compress, num_cpus=num_cpus, **kwargs
-    ) as bg:
-        bg.process()
-        return bg.image_count
+            for w in caught:
+                parameters = tuple(getattr(w.message, "parameters", ()))
+                messages.setdefault(one_line(str(w.message)), parameters)
 
 
 def describe_error(exc: BaseException) -> str:
     """One-line description of an exception for a result table"""
-    message = " ".join(str(exc).split())
+    message = one_line(str(exc))
     if isinstance(exc, _CLEAR_ERRORS) and message:
         return message
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
@@ -298,25 +214,13 @@ def _worker_num_cpus() -> int | None:
     return max(1, state.nthreads // max(1, state.executing_count))
 
 
-def _task(
-    input_path,
-    output_path,
-    ppid,
-    compress,
-    force,
-    basin_root=None,
-    allow_remote_basins=False,
-) -> FileResult:
-    """The Dask task: :func:`process_file` with the worker's threads"""
+def _task(input_path, output_path, ppid, settings: dict) -> FileResult:
+    """The Dask task: :func:`process_file` with the worker's threads
+
+    `settings` holds the other keyword arguments of :func:`process_file`.
+    """
     result = process_file(
-        input_path,
-        output_path,
-        ppid,
-        compress=compress,
-        force=force,
-        num_cpus=_worker_num_cpus(),
-        basin_root=basin_root,
-        allow_remote_basins=allow_remote_basins,
+        input_path, output_path, ppid, num_cpus=_worker_num_cpus(), **settings
     )
     with contextlib.suppress(ValueError):
         result.worker = distributed.get_worker().address
@@ -473,7 +377,7 @@ def process_many(
         Follow file basins of the inputs only to files inside this
         directory tree (symbolic links resolved; the path must be valid
         on the workers, relative paths are made absolute here); None:
-        anywhere. See :mod:`dcbg.io.basins`.
+        anywhere. See :mod:`dcbg.io.input.policy`.
     allow_remote_basins: bool
         Follow remote basins (http, S3, DCOR) of the inputs; default
         False: the workers make no network request for an input
@@ -538,6 +442,12 @@ def process_many(
     if not todo:
         return results
 
+    settings = {
+        "compress": compress,
+        "force": force,
+        "basin_root": basin_root,
+        "allow_remote_basins": allow_remote_basins,
+    }
     run_id = uuid.uuid4().hex[:8]
     # file times have a coarse resolution on some file systems
     started = time.time() - 2
@@ -549,10 +459,7 @@ def process_many(
                 inputs[index],
                 outputs[index],
                 bg_ppid,
-                compress,
-                force,
-                basin_root,
-                allow_remote_basins,
+                settings,
                 # unique, readable keys (shown on the dashboard)
                 key=f"dcbg-{inputs[index].stem}-{run_id}-{index}",
                 pure=False,

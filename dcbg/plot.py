@@ -17,7 +17,10 @@ The figure shows, for one frame of a measurement that has ``image_bg``:
 
 Use :func:`plot_background` for a :class:`matplotlib.figure.Figure` or
 :func:`save_background_plot` for a PNG file. Only the Agg backend is used
-(no display needed).
+(no display needed). The file is opened once, as
+:func:`dcbg.workflow.open_measurement` opens an input: its basins are
+followed under the same policy as for computing (``basin_root``,
+``allow_remote_basins``; ``dcbg plot --basin-root``).
 """
 
 from __future__ import annotations
@@ -33,18 +36,19 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .io.basins import BasinPolicy, PolicyMeasurement
+from .io.basins import BasinPolicy
 from .io.conventions import (
     default_plot_path,
     read_background_ppid,
     read_background_series,
 )
-from .io.rtdc import check_input_path, check_output_dir
+from .io.rtdc import check_output_dir
 from .io.transaction import (
     file_identity,
     move_into_place,
     staged_path,
 )
+from .workflow import open_measurement
 
 #: figure width in inches; the height follows from the panels shown
 FIGURE_WIDTH = 10.0
@@ -150,7 +154,9 @@ def _read_series(h5, basins: list[dict]) -> BackgroundSeries | None:
     return BackgroundSeries(mapping=mapping, mean_brightness=mean_brightness)
 
 
-def load_background_data(path, frame: int | None = None) -> BackgroundData:
+def load_background_data(
+    path, frame: int | None = None, *, basin_root=None, allow_remote_basins=False
+) -> BackgroundData:
     """Read what :func:`plot_background` shows
 
     Parameters
@@ -161,6 +167,11 @@ def load_background_data(path, frame: int | None = None) -> BackgroundData:
     frame: int or None
         Index of the frame to show; negative values count from the end.
         Default: the middle frame.
+    basin_root: str or pathlib.Path or None
+        Follow file basins only to files inside this directory (symbolic
+        links resolved); None: anywhere (regular HDF5 files only)
+    allow_remote_basins: bool
+        Follow remote basins (http, S3, DCOR; network access)
 
     Raises
     ------
@@ -170,45 +181,47 @@ def load_background_data(path, frame: int | None = None) -> BackgroundData:
         If it is not an .rtdc file with "image" and "image_bg" or the
         frame is out of range
     """
-    path = check_input_path(pathlib.Path(path))
-    # basins under dcbg's default policy (no remote basins, file basins
-    # only to regular HDF5 files), as for computing
-    measurement = PolicyMeasurement(path, BasinPolicy())
+    path, measurement = _open(path, basin_root, allow_remote_basins)
     with contextlib.closing(measurement):
-        ds = measurement.ds
-        # the file handle dclab opened: the basin structure is read from it
-        h5 = ds.h5file
-        for feature in ("image_bg", "image"):
-            if feature not in ds:
-                hint = (
-                    "; compute it first, e.g. with 'dcbg compute'"
-                    if feature == "image_bg"
-                    else " (is the input measurement it references missing?)"
-                )
-                raise ValueError(f"File '{path}' has no '{feature}' feature{hint}")
-        count = len(ds)
-        if count == 0:
-            raise ValueError(f"File '{path}' has zero events; nothing to plot")
-        frame = _check_frame_index(frame, count, path)
-        bg_off = (
-            np.asarray(ds["bg_off"][:], dtype=np.float64) if "bg_off" in ds else None
-        )
-        frame_time = (
-            np.asarray(ds["time"][:], dtype=np.float64) if "time" in ds else None
-        )
-        data = BackgroundData(
-            name=path.name,
-            ppid=read_background_ppid(h5),
-            frame=frame,
-            frame_count=count,
-            image=np.asarray(ds["image"][frame]),
-            image_bg=np.asarray(ds["image_bg"][frame]),
-            frame_offset=float(bg_off[frame]) if bg_off is not None else 0.0,
-            bg_off=bg_off,
-            time=frame_time,
-            series=_read_series(h5, ds.basins_get_dicts()),
-        )
-    return data
+        return _read_background_data(measurement.ds, path, frame)
+
+
+def _open(path, basin_root, allow_remote_basins):
+    """The checked path and the measurement, basins as for computing"""
+    policy = BasinPolicy.create(basin_root, allow_remote_basins)
+    return open_measurement(path, policy)
+
+
+def _read_background_data(ds, path: pathlib.Path, frame: int | None):
+    """:func:`load_background_data` of an open measurement"""
+    # the file handle dclab opened: the basin structure is read from it
+    h5 = ds.h5file
+    for feature in ("image_bg", "image"):
+        if feature not in ds:
+            hint = (
+                "; compute it first, e.g. with 'dcbg compute'"
+                if feature == "image_bg"
+                else " (is the input measurement it references missing?)"
+            )
+            raise ValueError(f"File '{path}' has no '{feature}' feature{hint}")
+    count = len(ds)
+    if count == 0:
+        raise ValueError(f"File '{path}' has zero events; nothing to plot")
+    frame = _check_frame_index(frame, count, path)
+    bg_off = np.asarray(ds["bg_off"][:], dtype=np.float64) if "bg_off" in ds else None
+    frame_time = np.asarray(ds["time"][:], dtype=np.float64) if "time" in ds else None
+    return BackgroundData(
+        name=path.name,
+        ppid=read_background_ppid(h5),
+        frame=frame,
+        frame_count=count,
+        image=np.asarray(ds["image"][frame]),
+        image_bg=np.asarray(ds["image_bg"][frame]),
+        frame_offset=float(bg_off[frame]) if bg_off is not None else 0.0,
+        bg_off=bg_off,
+        time=frame_time,
+        series=_read_series(h5, ds.basins_get_dicts()),
+    )
 
 
 def _show_image(fig, ax, image, title, colorbar_label, **imshow_kwargs):
@@ -321,7 +334,9 @@ def _plot_ghost_map(fig, ax, check, frame: int):
         ax.contour(outside, levels=[0.5], colors="red", linewidths=1.0)
 
 
-def plot_background(path, frame: int | None = None) -> Figure:
+def plot_background(
+    path, frame: int | None = None, *, basin_root=None, allow_remote_basins=False
+) -> Figure:
     """A figure to judge the background of an .rtdc file at a glance
 
     Parameters
@@ -331,6 +346,9 @@ def plot_background(path, frame: int | None = None) -> Figure:
         output, which finds "image" in the input through its basin)
     frame: int or None
         Index of the frame to show; default: the middle frame
+    basin_root, allow_remote_basins:
+        Which basins of the file are followed, as for
+        :func:`load_background_data` (and ``dcbg compute``)
 
     Returns
     -------
@@ -341,10 +359,21 @@ def plot_background(path, frame: int | None = None) -> Figure:
         outputs. Every panel has a title; colour bars do not. The title
         carries the check's verdict.
     """
-    from .check import check_background, verdict_line
+    from .check.analysis import check_measurement
 
-    data = load_background_data(path, frame)
-    check = check_background(path, max_events=PLOT_CHECK_EVENTS, map_event=data.frame)
+    path, measurement = _open(path, basin_root, allow_remote_basins)
+    with contextlib.closing(measurement):
+        data = _read_background_data(measurement.ds, path, frame)
+        check = check_measurement(
+            measurement.ds, path, max_events=PLOT_CHECK_EVENTS, map_event=data.frame
+        )
+    return _figure(data, check)
+
+
+def _figure(data: BackgroundData, check) -> Figure:
+    """The figure of :func:`plot_background` from what it read"""
+    from .check import verdict_line
+
     lower_panels = [p for p in (data.bg_off, data.series) if p is not None]
     image_height, image_width = data.image.shape
     # image rows just as tall as the image is at full width
@@ -457,7 +486,14 @@ def _check_png_target(png_path: pathlib.Path, force: bool):
 
 
 def save_background_plot(
-    path, png_path=None, frame: int | None = None, dpi=100, force: bool = False
+    path,
+    png_path=None,
+    frame: int | None = None,
+    dpi=100,
+    force: bool = False,
+    *,
+    basin_root=None,
+    allow_remote_basins=False,
 ):
     """Save the figure of :func:`plot_background` as a PNG file
 
@@ -478,6 +514,9 @@ def save_background_plot(
         Resolution; the image is ``FIGURE_WIDTH * dpi`` pixels wide
     force: bool
         Replace an existing PNG file
+    basin_root, allow_remote_basins:
+        Which basins of the file are followed, as for
+        :func:`load_background_data`
 
     Returns
     -------
@@ -497,7 +536,12 @@ def save_background_plot(
     check_output_dir(png_path)
     _check_png_target(png_path, force)
     expected = file_identity(png_path)
-    fig = plot_background(path, frame=frame)
+    fig = plot_background(
+        path,
+        frame=frame,
+        basin_root=basin_root,
+        allow_remote_basins=allow_remote_basins,
+    )
     staged = staged_path(png_path)
     try:
         fig.savefig(staged, dpi=dpi, format="png")

@@ -35,7 +35,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from dcbg import cluster
+from dcbg import cluster, workflow
 from dcbg.cli import make_cli
 from dcbg.cli.main import run_compute
 from dcbg.feat.feat_background import (
@@ -244,13 +244,13 @@ def test_batch_task_that_checked_first_never_replaces_a_newer_output(
 ):
     out = tmp_path / "out.rtdc"
     others = []
-    compute = cluster._compute
+    compute = workflow._compute
 
     def raced_compute(*args, **kwargs):
         others.append(other_run(cytoshot, out))
         return compute(*args, **kwargs)
 
-    monkeypatch.setattr(cluster, "_compute", raced_compute)
+    monkeypatch.setattr(workflow, "_compute", raced_compute)
     result = cluster.process_file(cytoshot, out, "rollmed:k=4^b=6", num_cpus=1)
     assert others[0].returncode == 1, others[0].stdout
     assert "is being written by another process" in others[0].stderr

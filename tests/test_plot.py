@@ -194,3 +194,42 @@ def test_errors(cytoshot, tmp_path):
         plot_background(tmp_path / "missing.rtdc")
     with pytest.raises(FileNotFoundError, match="Output folder"):
         save_background_plot(cytoshot, tmp_path / "nowhere" / "figure.png")
+
+
+def test_plot_follows_basins_as_compute_does(tmp_path):
+    """dcbg plot takes compute's basin options: an output whose images live
+    in a basin outside --basin-root is refused by both, and followed with a
+    basin root that holds the basin"""
+    from click.testing import CliRunner
+
+    from dcbg.cli import make_cli
+
+    data, results = tmp_path / "data", tmp_path / "results"
+    data.mkdir()
+    results.mkdir()
+    source = make_synthetic_measurement(data / "m.rtdc", 20, seed=4)
+    output = results / "m_bg.rtdc"
+    with BackgroundRollMed(source, output, kernel_size=4, batch_size=6) as bg:
+        bg.process()  # the output finds "image" in its file basin, data/m.rtdc
+
+    def run(*args):
+        return CliRunner().invoke(make_cli(), [str(arg) for arg in args])
+
+    with pytest.raises(ValueError, match="has no 'image' feature"):
+        load_background_data(output, basin_root=results)
+    png = tmp_path / "figure.png"
+    refused = run("plot", output, "-o", png, "--basin-root", results)
+    assert refused.exit_code == 1, refused.output
+    assert f"File '{output}' has no 'image' feature" in refused.output
+    assert not png.exists()
+    computed = run(
+        "compute", output, "-o", tmp_path / "again.rtdc", "--method", "rollmed",
+        "--kernel-size", 4, "--basin-root", results,
+    )  # fmt: skip
+    assert computed.exit_code == 1, computed.output
+    assert "has no 'image' feature" in computed.output
+
+    followed = run("plot", output, "-o", png, "--basin-root", tmp_path)
+    assert followed.exit_code == 0, followed.output
+    assert png.stat().st_size > 0
+    assert load_background_data(output, basin_root=data).frame_count == 20

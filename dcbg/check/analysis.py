@@ -39,6 +39,7 @@ import pathlib
 
 import numpy as np
 
+from ..errors import InputFileError, ParameterError
 from .robust import (
     channel_band,
     interquartile_mean,
@@ -302,26 +303,55 @@ def check_background(
         shape, has fewer than ``MIN_REFERENCE_FRAMES`` distinct frames, or
         a parameter is out of range; the message names the file
     """
-    from ..io.basins import BasinPolicy, PolicyMeasurement
-    from ..io.rtdc import check_input_path
+    from ..io.basins import BasinPolicy
+    from ..workflow import open_measurement
 
     if max_events is not None and (isinstance(max_events, bool) or int(max_events) < 1):
-        raise ValueError(f"max_events must be a positive integer, got {max_events!r}")
-    path = check_input_path(pathlib.Path(path))
+        raise ParameterError(
+            "max_events", f"max_events must be a positive integer, got {max_events!r}"
+        )
     policy = BasinPolicy.create(basin_root, allow_remote_basins)
-    measurement = PolicyMeasurement(path, policy)
+    path, measurement = open_measurement(path, policy)
     with contextlib.closing(measurement):
-        try:
-            return _check_open(measurement.ds, path, max_events, map_event)
-        except ValueError as exc:
-            if str(path) in str(exc):
-                raise
-            raise ValueError(f"File '{path}': {exc}") from exc
-        except (KeyError, OSError) as exc:
-            raise ValueError(
-                f"File '{path}' could not be read for the check "
-                f"({type(exc).__name__}: {exc})"
-            ) from exc
+        return check_measurement(
+            measurement.ds, path, max_events=max_events, map_event=map_event
+        )
+
+
+def check_measurement(
+    ds, path: pathlib.Path, *, max_events=None, map_event=None
+) -> CheckResult:
+    """:func:`check_background` of a measurement already open
+
+    Parameters
+    ----------
+    ds: dclab.rtdc_dataset.RTDCBase
+        The open measurement (its basins followed under the user's policy)
+    path: pathlib.Path
+        Its file, for the result and the messages
+    max_events, map_event: int or None
+        As for :func:`check_background`
+
+    Raises
+    ------
+    ValueError
+        (:class:`dcbg.errors.InputFileError` naming the file, or
+        :class:`dcbg.errors.ParameterError`) as :func:`check_background`
+    """
+    try:
+        return _check_open(ds, path, max_events, map_event)
+    except (InputFileError, ParameterError):
+        raise  # ours: they name the file or the parameter
+    except ValueError as exc:
+        raise InputFileError(path, f"File '{path}': {exc}") from exc
+    except (KeyError, OSError) as exc:
+        # a ReadError names the file and feature; others the file here
+        raise InputFileError(
+            path,
+            f"File '{path}' could not be read for the check "
+            f"({type(exc).__name__}: {exc})",
+            getattr(exc, "feature", None),
+        ) from exc
 
 
 def _check_open(ds, path, max_events, map_event) -> CheckResult:
@@ -329,23 +359,28 @@ def _check_open(ds, path, max_events, map_event) -> CheckResult:
 
     for feature in ("image", "image_bg"):
         if feature not in ds:
-            raise ValueError(
+            raise InputFileError(
+                path,
                 f"File '{path}' has no '{feature}' feature; dcbg check compares "
-                f"a background image_bg with the frames image"
+                f"a background image_bg with the frames image",
+                feature,
             )
     count = len(ds)
     if count == 0:
-        raise ValueError(f"File '{path}' has zero events; nothing to check")
+        raise InputFileError(path, f"File '{path}' has zero events; nothing to check")
     shape = tuple(ds["image"][0].shape)
     if tuple(ds["image_bg"][0].shape) != shape or len(shape) != 2:
-        raise ValueError(
+        raise InputFileError(
+            path,
             f"File '{path}': 'image_bg' frames must have the shape of the 'image' "
-            f"frames {shape}"
+            f"frames {shape}",
+            "image_bg",
         )
     if map_event is not None:
         if not -count <= int(map_event) < count:
-            raise ValueError(
-                f"Event {map_event} is out of range for '{path}' with {count} events"
+            raise ParameterError(
+                "map_event",
+                f"Event {map_event} is out of range for '{path}' with {count} events",
             )
         map_event = int(map_event) % count
     has_bg_off = "bg_off" in ds
@@ -356,14 +391,18 @@ def _check_open(ds, path, max_events, map_event) -> CheckResult:
     time = np.asarray(ds["time"][:], dtype=np.float64) if "time" in ds else None
     for name, values in (("bg_off", bg_off), ("frame", frame_numbers), ("time", time)):
         if values is not None and values.shape != (count,):
-            raise ValueError(
+            raise InputFileError(
+                path,
                 f"File '{path}': feature '{name}' has shape {values.shape}; "
-                f"expected one value per event ({count})"
+                f"expected one value per event ({count})",
+                name,
             )
     if not np.all(np.isfinite(bg_off)):
-        raise ValueError(
+        raise InputFileError(
+            path,
             f"File '{path}': feature 'bg_off' holds values that are not finite; "
-            f"expected brightness offsets in grey levels"
+            f"expected brightness offsets in grey levels",
+            "bg_off",
         )
 
     height = shape[0]
