@@ -1,5 +1,12 @@
 """The ``dcbg`` command: list methods, compute backgrounds, plot results
 
+The modules: :mod:`~dcbg.cli.main` (the command group, light),
+:mod:`~dcbg.cli.commands` (the table of commands and their summaries,
+the lazily building group), one module per command (``compute``,
+``methods``, ``plot``, ``batch``, ``check``), :mod:`~dcbg.cli.options`
+(method options and method choice) and :mod:`~dcbg.cli.runtime` (errors,
+signals, warnings, progress).
+
 :func:`main` takes over the stop signals (SIGINT, SIGTERM, SIGHUP; SIGBREAK
 on Windows) before it imports anything heavy: a signal during start-up
 ends the command with exit status 128 + its number (130, 143, 129), as

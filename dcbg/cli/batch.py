@@ -20,7 +20,7 @@ import click
 from ..feat.feat_background import get_available_background_methods
 
 if typing.TYPE_CHECKING:
-    from ..cluster import FileResult
+    from ..workflow import FileResult
 
 from .commands import command
 from .options import (

@@ -20,6 +20,7 @@ from .main import run_compute
 from .options import (
     add_method_options,
     basin_options,
+    create_run_options,
     input_argument,
     method_options,
     option_flags,
@@ -72,13 +73,10 @@ def make_compute_command(methods: dict | None = None) -> click.Command:
         output_path,
         ppid_text,
         method,
-        compress,
-        num_cpus,
         force,
         quiet,
         debug,
-        basin_root,
-        allow_remote_basins,
+        # the method's options and the framework's (create_run_options)
         **option_values,
     ):
         """Choose the method and its keyword arguments with --method and the
@@ -106,12 +104,10 @@ def make_compute_command(methods: dict | None = None) -> click.Command:
                 kwargs,
                 input_path=input_path,
                 output_path=output_path,
-                compress=compress,
-                num_cpus=num_cpus,
                 force=force,
                 progress_style=progress_style(quiet),
-                basin_root=basin_root,
-                allow_remote_basins=allow_remote_basins,
+                # compression, CPUs and basin policy: checked once, here
+                options=create_run_options(ctx),
             )
         stop.pause_point("finished")  # a test hook, see dcbg.stop
         echo_result(summary)

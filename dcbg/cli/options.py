@@ -1,4 +1,8 @@
-"""Click options generated from the background methods' keyword arguments
+"""The method options of ``dcbg compute`` and ``dcbg batch``, and the method
+
+Click options generated from the background methods' keyword arguments,
+and :func:`resolve_method`, which turns ``--ppid`` or ``--method`` with
+those options into the method class and its checked keyword arguments.
 
 Every keyword argument of every registered method's ``check_user_kwargs``
 becomes one option of ``dcbg compute`` (``kernel_size`` ->
@@ -398,6 +402,28 @@ def option_flags(command: click.Command) -> dict[str, str]:
     """
     # the long flag: "--output", not "-o"
     return {name: max(param.opts, key=len) for name, param in _options_by_name(command)}
+
+
+def create_run_options(ctx: click.Context):
+    """The :class:`~dcbg.run_options.RunOptions` of a command, built once
+
+    From the command's parameters named as framework keywords
+    (:data:`dcbg.run_options.FRAMEWORK_KEYWORDS`: ``--compress``,
+    ``--num-cpus``, ``--basin-root``, ``--allow-remote-basins``); a
+    keyword the command does not offer keeps its default.
+
+    Raises
+    ------
+    dcbg.errors.ParameterError
+        For a value :meth:`RunOptions.create
+        <dcbg.run_options.RunOptions.create>` rejects
+    """
+    from ..run_options import RunOptions
+
+    given = {
+        name: ctx.params[name] for name in FRAMEWORK_KEYWORDS if name in ctx.params
+    }
+    return RunOptions.create(**given)
 
 
 def resolve_method(

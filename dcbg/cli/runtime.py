@@ -1,14 +1,14 @@
-"""How dcbg's commands run: errors, signals, warnings, progress, methods
+"""How dcbg's commands run: errors, signals, warnings, progress
 
 The policy shared by every command: errors become one-line messages
 (exit status 1, click's 2 for wrong usage), warnings one line each,
 SIGINT/SIGTERM/SIGHUP a clean stop with exit status 130/143/129 (see
 :class:`StopOnSignals`; a Ctrl-C pressed again later ends the process at
-once), progress a bar or a few lines on stderr, and the
-messages and warnings about a keyword argument name the option the user
-typed (``--kernel-size``, from the parameter the
+once), progress a bar or a few lines on stderr. Errors and warnings
+about a keyword argument name the option the user typed
+(``--kernel-size``), from the parameter the
 :class:`~dcbg.errors.ParameterError` or
-:class:`~dcbg.errors.ParameterWarning` carries).
+:class:`~dcbg.errors.ParameterWarning` carries (:func:`with_flags`).
 
 Imported by ``dcbg --help``: nothing heavy at its top.
 """
