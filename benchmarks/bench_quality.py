@@ -135,10 +135,10 @@ def methods_to_run() -> dict:
 def score(path: pathlib.Path, model) -> dict:
     """RMS and ghost fraction of a computed background against the truth"""
     from dcbg.check.robust import channel_band
-    from dcbg.io.basins import BasinPolicy, PolicyMeasurement
+    from dcbg.io.input import RtdcMeasurement
 
     band = channel_band(model.shape[0])
-    measurement = PolicyMeasurement(path, BasinPolicy())
+    measurement = RtdcMeasurement(path)
     try:
         ds = measurement.ds
         count = len(ds)

@@ -56,10 +56,10 @@ IO_BLOCK_FRAMES = 256
 
 def read_all_frames(path: pathlib.Path, num_cpus: int) -> None:
     """Read and decompress every frame once, as the methods read them"""
-    from dcbg.io import InputMeasurement
+    from dcbg.io import open_input
     from dcbg.workers import WorkerPool, close_pools, wait_all
 
-    measurement = InputMeasurement(path)
+    measurement = open_input(path)
     pool = WorkerPool(num_cpus, name="iofloor")
     io = WorkerPool(1, name="iofloor-io")
     try:

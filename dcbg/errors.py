@@ -131,3 +131,45 @@ class ReadError(_Carrying, OSError):
         super().__init__(message)
         self.path = pathlib.Path(path) if path is not None else None
         self.feature = feature
+
+
+class DataReadError(ReadError):
+    """Stored data (e.g. frames of an image stack) could not be read or decoded
+
+    Parameters
+    ----------
+    message: str
+        What failed, naming `source`
+    source: str or None
+        What was read as messages name it (e.g. "'image' feature of
+        'a.rtdc'"); a reader that names its data knows by this attribute
+        whether the message names them already
+    path, feature:
+        As :class:`ReadError`, where known
+    """
+
+    _fields = ("path", "feature", "source")
+
+    def __init__(
+        self, message: str, source: str | None = None, path=None, feature=None
+    ):
+        super().__init__(path, message, feature)
+        self.source = source
+
+
+class StoredDataError(_Carrying, ValueError):
+    """Stored data do not fit what they declare (shape, storage, values)
+
+    Parameters
+    ----------
+    source: str
+        The data as messages name them (see :class:`DataReadError`)
+    message: str
+        What is wrong, naming `source`
+    """
+
+    _fields = ("source",)
+
+    def __init__(self, source: str | None, message: str):
+        super().__init__(message)
+        self.source = source

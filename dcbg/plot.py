@@ -36,13 +36,13 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .io.basins import BasinPolicy
 from .io.conventions import (
     default_plot_path,
     read_background_ppid,
     read_background_series,
 )
-from .io.rtdc import check_output_dir
+from .io.input import BasinPolicy
+from .io.output import check_output_dir
 from .io.transaction import (
     file_identity,
     move_into_place,

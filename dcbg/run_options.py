@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from .io.basins import BasinPolicy
+from .io.input import BasinPolicy
 
 __all__ = ["FRAMEWORK_KEYWORDS", "RunOptions", "cpu_count", "warn"]
 
@@ -77,7 +77,7 @@ class RunOptions:
         Compress the background features (Zstandard)
     num_cpus: int
         Worker threads for the kernels (at most the CPUs available)
-    basin_policy: dcbg.io.basins.BasinPolicy
+    basin_policy: dcbg.io.input.BasinPolicy
         Which basins of the input are followed
     """
 

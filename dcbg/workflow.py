@@ -36,7 +36,8 @@ import time
 from collections.abc import Callable
 
 from .io.conventions import default_output_path, read_output_ppid
-from .io.rtdc import check_input_path, check_output_dir, same_file
+from .io.input import check_input_path
+from .io.output import check_output_dir, same_file
 from .io.transaction import reserve_output
 from .run_options import RunOptions
 
@@ -306,7 +307,7 @@ def open_measurement(path, policy=None):
     ValueError
         If it is not a regular HDF5 file or cannot be opened
     """
-    from .io.basins import BasinPolicy, PolicyMeasurement
+    from .io.input import RtdcMeasurement
 
     path = check_input_path(pathlib.Path(path))
-    return path, PolicyMeasurement(path, policy or BasinPolicy())
+    return path, RtdcMeasurement(path, policy)

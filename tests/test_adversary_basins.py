@@ -25,8 +25,9 @@ import pytest
 from test_untrusted_input import CYTOSHOT, ROLL, craft, file_basin, no_output_left
 
 from dcbg import BackgroundRollMed
-from dcbg.io import InputMeasurement
-from dcbg.io import basins as basins_module
+from dcbg.io import open_input
+from dcbg.io.input import BasinPolicy
+from dcbg.io.input import measurement as measurement_module
 
 pytestmark = pytest.mark.skipif(
     os.name != "posix", reason="FIFOs, /proc and signals as on POSIX"
@@ -35,7 +36,7 @@ pytestmark = pytest.mark.skipif(
 
 @contextlib.contextmanager
 def opened_input(path, **kwargs):
-    measurement = InputMeasurement(path, **kwargs)
+    measurement = open_input(path, BasinPolicy.create(**kwargs))
     try:
         yield measurement
     finally:
@@ -48,7 +49,7 @@ def count_opens(monkeypatch, before_open=None):
     `before_open(call_number)` runs before each open: the moment between
     the check of a file and HDF5's open of it in the code before issue 18.
     """
-    real_open = basins_module.open_rtdc
+    real_open = measurement_module.open_rtdc
     calls = []
 
     def counting_open(path, *args, **kwargs):
@@ -57,7 +58,7 @@ def count_opens(monkeypatch, before_open=None):
             before_open(len(calls))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(basins_module, "open_rtdc", counting_open)
+    monkeypatch.setattr(measurement_module, "open_rtdc", counting_open)
     return calls
 
 
@@ -84,8 +85,8 @@ FIFO_SWAP_RUN = textwrap.dedent(
     """
     import os, pathlib, sys
     import numpy as np
-    import dcbg.io.basins as basins
-    from dcbg.io import InputMeasurement
+    import dcbg.io.input.measurement as basins
+    from dcbg.io import open_input
 
     inp, raw = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
     real_open = basins.open_rtdc
@@ -99,7 +100,7 @@ FIFO_SWAP_RUN = textwrap.dedent(
         return real_open(*args, **kwargs)
 
     basins.open_rtdc = open_rtdc
-    m = InputMeasurement(inp)
+    m = open_input(inp)
     try:
         images = m.images.read(0, 13)
     finally:
@@ -155,7 +156,7 @@ def test_folder_swap_cannot_escape_the_basin_root(tmp_path, monkeypatch):
 
 def test_swaps_at_the_open_itself_are_refused(tmp_path, monkeypatch):
     """The last moment: between the look at a name and its ``open``"""
-    from dcbg.io import safe_open
+    from dcbg.io.input import safe_open
 
     root = tmp_path / "root"
     (root / "sub").mkdir(parents=True)
@@ -260,7 +261,7 @@ def test_basin_fan_out_opens_each_file_once(tmp_path, monkeypatch):
 
 
 def test_basin_work_is_bounded_per_input(tmp_path, monkeypatch):
-    from dcbg.io import basin_resolution
+    from dcbg.io.input import basin_resolution
 
     # files: a chain longer than the bound (the bound made small here)
     monkeypatch.setattr(basin_resolution, "MAX_BASIN_FILES", 3)
@@ -271,7 +272,7 @@ def test_basin_work_is_bounded_per_input(tmp_path, monkeypatch):
     monkeypatch.setattr(basin_resolution, "MAX_BASIN_FILES", 2)
     opens.clear()
     with pytest.raises(ValueError) as info:
-        InputMeasurement(inp)
+        open_input(inp)
     assert str(info.value).startswith(
         f"Input file '{inp}' reaches more than 2 basin files through its basins"
     )
@@ -283,7 +284,7 @@ def test_basin_definitions_and_locations_are_bounded(tmp_path):
     many = [f"sub/missing-{i}.rtdc" for i in range(5000)]
     inp = craft(tmp_path / "many.rtdc", [file_basin(*many)], image=False)
     with pytest.raises(ValueError) as info:
-        InputMeasurement(inp)
+        open_input(inp)
     assert str(info.value).startswith(
         f"Input file '{inp}' makes dcbg examine more than 4096 basin definitions "
         f"and locations (too many basin locations in '{inp}')"
@@ -301,8 +302,8 @@ def test_basin_definitions_and_locations_are_bounded(tmp_path):
 DROPPING_RUN = textwrap.dedent(
     """
     import os, sys, time
-    import dcbg.io.basins as basins
-    import dcbg.io.rtdc as rtdc
+    import dcbg.io.input.measurement as basins
+    import dcbg.io.output as rtdc
 
     moment = sys.argv[1]
 

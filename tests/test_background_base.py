@@ -426,9 +426,9 @@ def test_output_folder_is_a_file(cytoshot, tmp_path):
 
 def test_output_folder_not_writable(cytoshot, tmp_path, monkeypatch):
     # root may write anywhere, so the permission check itself is simulated
-    import dcbg.io.rtdc
+    import dcbg.io.output
 
-    monkeypatch.setattr(dcbg.io.rtdc.os, "access", lambda *a, **k: False)
+    monkeypatch.setattr(dcbg.io.output.os, "access", lambda *a, **k: False)
     with pytest.raises(PermissionError, match="Output folder .* is not writable"):
         BackgroundRollMed(cytoshot, tmp_path / "out.rtdc", kernel_size=2)
 

@@ -279,7 +279,7 @@ def test_damaged_root_attribute_of_an_existing_output(tmp_path):
 
 
 def test_damaged_root_attribute_api(tmp_path):
-    from dcbg.io import InputMeasurement
+    from dcbg.io import open_input
     from dcbg.io.attributes import DamagedAttributeError, check_root_attributes
 
     data = bytearray(CYTOSHOT.read_bytes())
@@ -289,7 +289,7 @@ def test_damaged_root_attribute_api(tmp_path):
     with pytest.raises(DamagedAttributeError, match=f"'{inp}'.*size 0"):
         check_root_attributes(inp)
     with pytest.raises(ValueError, match=f"root attributes of '{inp}'"):
-        InputMeasurement(inp)
+        open_input(inp)
 
 
 def test_string_longer_than_its_heap_object_is_refused(tmp_path):

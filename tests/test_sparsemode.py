@@ -19,7 +19,7 @@ from hypothesis.extra import numpy as hnp
 
 from dcbg import BackgroundSparseMed, BackgroundSparseMode
 from dcbg.feat.feat_background import bg_sparse_mode
-from dcbg.io.basins import BasinPolicy, PolicyMeasurement
+from dcbg.io.input import RtdcMeasurement
 from dcbg.kernels import slow, window_modes, window_modes_pixels
 from dcbg.testing import SyntheticModel
 
@@ -42,7 +42,7 @@ SCORE_BLOCK = 200
 
 
 def read_background(path):
-    measurement = PolicyMeasurement(path, BasinPolicy())
+    measurement = RtdcMeasurement(path)
     try:
         ds = measurement.ds
         image_bg = np.asarray(ds["image_bg"][:], dtype=np.float32)

@@ -27,9 +27,9 @@ from dclab.rtdc_dataset.copier import rtdc_copy
 from dcbg import BackgroundCopy, BackgroundRollMed, BackgroundSparseMed
 from dcbg.cli import make_cli
 from dcbg.cluster import FileResult, process_file, process_many
-from dcbg.io import InputMeasurement
-from dcbg.io.basins import BasinPolicy
+from dcbg.io import open_input
 from dcbg.io.conventions import read_basin_definition
+from dcbg.io.input import BasinPolicy
 from dcbg.run_options import cpu_count
 
 #: the example measurements of the package
@@ -344,7 +344,7 @@ def test_malformed_basin_definitions_are_refused(tmp_path):
         {"raw": {"type": "remote", "format": "http", "urls": "http://x"}},
     ]  # fmt: skip
     inp = craft(tmp_path / "in.rtdc", definitions)
-    measurement = InputMeasurement(inp)
+    measurement = open_input(inp)
     try:
         reasons = [rb.reason for rb in measurement.refused_basins]
         assert len(measurement.images) == 13  # the images are in the file
@@ -452,7 +452,7 @@ def test_dcor_basins_only_over_https(tmp_path):
         tmp_path / "in.rtdc",
         [remote_basin("dcor", "http://127.0.0.1:9/api/3/action/dcserv?id=x")],
     )
-    measurement = InputMeasurement(inp, allow_remote_basins=True)
+    measurement = open_input(inp, BasinPolicy.create(allow_remote_basins=True))
     try:
         [refused] = measurement.refused_basins
     finally:

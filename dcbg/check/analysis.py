@@ -303,7 +303,7 @@ def check_background(
         shape, has fewer than ``MIN_REFERENCE_FRAMES`` distinct frames, or
         a parameter is out of range; the message names the file
     """
-    from ..io.basins import BasinPolicy
+    from ..io.input import BasinPolicy
     from ..workflow import open_measurement
 
     if max_events is not None and (isinstance(max_events, bool) or int(max_events) < 1):

@@ -29,6 +29,7 @@ import h5py
 import numpy as np
 import zstandard
 
+from ..errors import DataReadError
 from ..kernels.checksum import fletcher32
 
 #: HDF5 filter ids (HDF5's own, and Zstandard as registered by hdf5plugin)
@@ -47,11 +48,11 @@ DECODABLE_FILTERS = frozenset(
 CHECKSUM_BYTES = 4
 
 
-class ChecksumError(OSError):
+class ChecksumError(DataReadError):
     """A chunk's Fletcher-32 checksum does not match its data"""
 
 
-class ChunkSizeError(OSError):
+class ChunkSizeError(DataReadError):
     """A chunk decodes to another size than its shape holds (e.g. a bomb)"""
 
 
@@ -379,5 +380,6 @@ def check_szip_chunks(dataset, start: int, stop: int, name: str):
                 raise ChunkSizeError(
                     f"Chunk {(c0, *rest)} of the {name} declares {declared} bytes "
                     f"of szip data, but its shape holds {limit}; the file is "
-                    f"damaged or crafted (a decompression bomb)"
+                    f"damaged or crafted (a decompression bomb)",
+                    source=name,
                 )

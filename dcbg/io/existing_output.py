@@ -34,8 +34,8 @@ import warnings
 
 import h5py
 
+from ..errors import one_line
 from .attributes import check_attribute_heaps
-from .basins import one_line_error
 from .conventions import (
     BACKGROUND_FEATURES,
     INTERNAL_BASIN_GROUP,
@@ -166,7 +166,7 @@ def _basin_definitions(h5: h5py.File, path: pathlib.Path) -> list[dict]:
         except Exception as exc:  # noqa: BLE001 (untrusted file: any damage)
             raise ValueError(
                 f"Output file '{path}' exists, but its basin definition '{key}' "
-                f"cannot be read ({one_line_error(exc)}); choose another output "
+                f"cannot be read ({one_line(exc)}); choose another output "
                 f"path"
             ) from exc
         if not isinstance(bn, dict):
@@ -219,7 +219,7 @@ def check_fits_output(
     except OSError as exc:
         raise ValueError(
             f"Output file '{path}' exists but is not a readable HDF5 file "
-            f"({one_line_error(exc)}); choose another output path"
+            f"({one_line(exc)}); choose another output path"
         ) from exc
     image_basins = [
         bn.get("name", "?")

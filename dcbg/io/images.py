@@ -17,7 +17,8 @@ import os
 import h5py
 import numpy as np
 
-from .bounded_chunks import ChunkDecoder, ChunkSizeError, check_szip_chunks
+from ..errors import DataReadError, StoredDataError, one_line
+from .bounded_chunks import ChunkDecoder, check_szip_chunks
 from .chunks import ChecksumError, ChunkCodec, read_frames, sum_top_rows
 from .conventions import ensure_hdf5_filters
 
@@ -195,35 +196,39 @@ class ImageStack:
         """Errors of h5py and the decoders name the stack and the frames"""
         try:
             yield
-        except (ImageReadError, ChecksumError, ChunkSizeError) as exc:
+        except DataReadError as exc:
+            # dcbg's decoders (ImageReadError, ChecksumError, ChunkSizeError):
             # a checksum error stays one (callers may tell it apart), a
             # chunk of the wrong size (a bomb) is an ImageReadError
             kind = ChecksumError if isinstance(exc, ChecksumError) else ImageReadError
-            if self.name in str(exc):
+            if exc.source == self.name:
                 if type(exc) is kind:
                     raise
-                raise kind(str(exc)) from exc
-            text = " ".join(str(exc).split())
+                raise kind(str(exc), source=self.name) from exc
             raise kind(
-                f"Cannot read frames {start}..{stop - 1} of the {self.name}: {text}"
+                f"Cannot read frames {start}..{stop - 1} of the {self.name}: "
+                f"{one_line(exc)}",
+                source=self.name,
             ) from exc
         except READ_ERRORS as exc:
-            if isinstance(exc, ValueError) and self.name in str(exc):
+            if isinstance(exc, StoredDataError) and exc.source == self.name:
                 raise  # our own message (grey values out of range, ...)
-            text = " ".join(str(exc).split()) or type(exc).__name__
-            if "corrupt" not in text and "damaged" not in text:
+            text = one_line(exc)
+            if not isinstance(exc, StoredDataError):
+                # h5py's and HDF5's words: say what they mean for the user
                 text += "; the file is damaged or not a valid .rtdc file"
             raise ImageReadError(
-                f"Cannot read frames {start}..{stop - 1} of the {self.name}: {text}"
+                f"Cannot read frames {start}..{stop - 1} of the {self.name}: {text}",
+                source=self.name,
             ) from exc
         except Exception as exc:
             # e.g. zstandard.ZstdError of a corrupt compressed chunk
             if type(exc).__module__.split(".")[0] not in ("zstandard", "h5py"):
                 raise
-            text = " ".join(str(exc).split()) or type(exc).__name__
             raise ImageReadError(
                 f"Cannot read frames {start}..{stop - 1} of the {self.name}: "
-                f"{text}; the file is damaged"
+                f"{one_line(exc)}; the file is damaged",
+                source=self.name,
             ) from exc
 
     def _read(self, start, stop, count, out, pool) -> np.ndarray:
@@ -282,16 +287,18 @@ class ImageStack:
             bad = ~np.isfinite(data) | (data != np.round(data))
             if np.any(bad):
                 frame = start + int(np.argwhere(bad)[0][0])
-                raise ValueError(
+                raise StoredDataError(
+                    self.name,
                     f"The {self.name} holds non-integer grey values (dtype "
                     f"{data.dtype}, e.g. in frame {frame}); expected uint8 "
-                    f"or integers in 0..255"
+                    f"or integers in 0..255",
                 )
         if data.size and (data.min() < 0 or data.max() > 255):
-            raise ValueError(
+            raise StoredDataError(
+                self.name,
                 f"The {self.name} holds grey values outside 0..255 "
                 f"(min {data.min()}, max {data.max()}, frames {start}.."
-                f"{start + len(data) - 1}); expected uint8 data"
+                f"{start + len(data) - 1}); expected uint8 data",
             )
         return data.astype(np.uint8)
 
@@ -307,7 +314,7 @@ class ImageStack:
             pos = end
 
 
-class ImageReadError(OSError):
+class ImageReadError(DataReadError):
     """Frames of an image stack could not be read (damaged file)"""
 
 
@@ -345,28 +352,31 @@ def check_storage(dataset: h5py.Dataset, name: str):
         itemsize = dataset.dtype.itemsize
         vlen = h5py.check_vlen_dtype(dataset.dtype) is not None
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
-        raise ValueError(
-            f"Cannot read the layout of the {name}: {exc}; the file is damaged"
+        raise StoredDataError(
+            name, f"Cannot read the layout of the {name}: {exc}; the file is damaged"
         ) from exc
     if shape is None:
-        raise ValueError(f"The {name} has no shape (empty dataspace)")
+        raise StoredDataError(name, f"The {name} has no shape (empty dataspace)")
     if layout == h5py.h5d.VIRTUAL:
-        raise ValueError(
+        raise StoredDataError(
+            name,
             f"The {name} is an HDF5 virtual dataset (its data are mapped from "
-            f"other files); expected data stored in the file itself"
+            f"other files); expected data stored in the file itself",
         )
     if external:
-        raise ValueError(
+        raise StoredDataError(
+            name,
             f"The {name} keeps its data in {external} external raw file(s); "
-            f"expected data stored in the file itself"
+            f"expected data stored in the file itself",
         )
     if layout == h5py.h5d.CHUNKED:
         chunks = dataset.chunks
         chunk_bytes = math.prod(chunks) * itemsize
         if chunk_bytes > MAX_CHUNK_BYTES:
-            raise ValueError(
+            raise StoredDataError(
+                name,
                 f"The {name} has HDF5 chunks of {chunk_bytes} bytes "
-                f"(shape {chunks}); expected at most {MAX_CHUNK_BYTES} bytes"
+                f"(shape {chunks}); expected at most {MAX_CHUNK_BYTES} bytes",
             )
         expected = math.prod(
             -(-size // chunk) for size, chunk in zip(shape, chunks, strict=True)
@@ -376,14 +386,17 @@ def check_storage(dataset: h5py.Dataset, name: str):
         except (AttributeError, RuntimeError):  # HDF5 < 1.10.5: cannot tell
             return
         except OSError as exc:
-            raise ValueError(
-                f"Cannot read the chunk index of the {name}: {exc}; the file is damaged"
+            raise StoredDataError(
+                name,
+                f"Cannot read the chunk index of the {name}: {exc}; the file is "
+                f"damaged",
             ) from exc
         if stored < expected:
-            raise ValueError(
+            raise StoredDataError(
+                name,
                 f"The {name} declares shape {shape}, but its file stores only "
                 f"{stored} of its {expected} chunks; expected all data to be "
-                f"stored (the file is truncated, unfinished or crafted)"
+                f"stored (the file is truncated, unfinished or crafted)",
             )
     elif layout == h5py.h5d.CONTIGUOUS and not vlen:
         needed = math.prod(shape) * itemsize
@@ -399,15 +412,17 @@ def check_storage(dataset: h5py.Dataset, name: str):
                 else math.inf
             )
         except (OSError, RuntimeError) as exc:
-            raise ValueError(
-                f"Cannot read the storage of the {name}: {exc}; the file is damaged"
+            raise StoredDataError(
+                name,
+                f"Cannot read the storage of the {name}: {exc}; the file is damaged",
             ) from exc
         if allocated < needed or offset is None or offset + needed > file_size:
             stored = 0 if offset is None else max(0, min(allocated, file_size - offset))
-            raise ValueError(
+            raise StoredDataError(
+                name,
                 f"The {name} declares shape {shape} ({needed} bytes), but its "
                 f"file stores only {stored} bytes of it; expected all data to "
-                f"be stored (the file is truncated, unfinished or crafted)"
+                f"be stored (the file is truncated, unfinished or crafted)",
             )
 
 
@@ -419,10 +434,11 @@ def check_image_size(shape: tuple, name: str):
     """
     height, width = shape[1:]
     if height > MAX_IMAGE_SIDE or width > MAX_IMAGE_SIDE:
-        raise ValueError(
+        raise StoredDataError(
+            name,
             f"The {name} declares images of {height}x{width} pixels; expected "
             f"at most {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} (RT-DC cameras record "
-            f"far smaller regions; the file is damaged or crafted)"
+            f"far smaller regions; the file is damaged or crafted)",
         )
 
 

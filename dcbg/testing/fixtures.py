@@ -118,7 +118,7 @@ def make_basin_variants(
     # dclab writes "mapping": "same" for unmapped basins, which dcnum
     # 0.31.0 takes for the name of a basinmap feature (and ignores the
     # basin); dcbg's writer drops it, and so do these files
-    from ..io.rtdc import drop_same_mapping
+    from ..io.output import drop_same_mapping
 
     src = pathlib.Path(src_path).resolve()
     out_dir = pathlib.Path(out_dir)

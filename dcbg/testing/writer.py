@@ -69,7 +69,7 @@ def make_synthetic_measurement(
         HDF5 chunk length in frames; defaults to dclab's rule
         ``max(10, 1 MiB // frame_bytes)``.
     compression: bool or dict
-        True: Zstandard at dclab's level (``dcbg.io.rtdc.ZSTD_LEVEL``, 5);
+        True: Zstandard at dclab's level (``dcbg.io.output.ZSTD_LEVEL``, 5);
         False: no compression; a dict: keyword arguments for
         :meth:`h5py.Group.create_dataset` (e.g. ``hdf5plugin.Zstd(clevel=1)``).
     with_image_bg: bool
@@ -160,7 +160,7 @@ def make_synthetic_measurement(
 
 def compression_kwargs(compression) -> dict:
     """HDF5 dataset keyword arguments for `compression` (see above)"""
-    from ..io.rtdc import get_compression_kwargs
+    from ..io.output import get_compression_kwargs
 
     if compression is True:
         return get_compression_kwargs(True)

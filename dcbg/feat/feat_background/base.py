@@ -14,9 +14,10 @@ import time
 
 from ... import ppid
 from ..._version import __version__
-from ...io import ImageStack, InputMeasurement, OutputFile
+from ...io import ImageStack, OutputFile
 from ...io.conventions import LOG_NAME, PPID_ATTR, PPID_GENERATION_ATTR, log_lines
-from ...io.rtdc import same_file, write_errors_named
+from ...io.input import RtdcMeasurement
+from ...io.output import same_file, write_errors_named
 from ...run_options import RunOptions
 from ...workers import Counter, WorkerPool, close_pools
 
@@ -69,7 +70,7 @@ class Background(abc.ABC):
         a basin that points elsewhere is refused (not read and not
         carried into the output). None (default): file basins may point
         anywhere, but only to regular HDF5 files. See
-        :mod:`dcbg.io.basins` for the whole basin policy.
+        :mod:`dcbg.io.input.policy` for the whole basin policy.
     allow_remote_basins: bool
         Keyword-only. Follow remote basins (http, S3, DCOR) of the input;
         dclab then contacts the hosts the file names. Default False: no
@@ -152,7 +153,7 @@ class Background(abc.ABC):
         #: number of CPUs (worker threads) used
         self.num_cpus = options.num_cpus
         self.compress = options.compress
-        #: which basins of the input are followed (see dcbg.io.basins)
+        #: which basins of the input are followed (see dcbg.io.input.policy)
         self.basin_policy = options.basin_policy
 
         # Attributes of dcnum's Background, with dcnum's meaning (dcnum
@@ -162,7 +163,7 @@ class Background(abc.ABC):
         #: fraction of images that have been processed (``.value``)
         self.image_proc = Progress()
         #: input measurement (dclab dataset wrapper), None for array input
-        self.hdin: InputMeasurement | None = None
+        self.hdin: RtdcMeasurement | None = None
         #: input h5py.File
         self.h5in = None
         #: output h5py.File
@@ -188,7 +189,7 @@ class Background(abc.ABC):
                 in_place = input_path.exists() and same_file(
                     input_path, self.output_path
                 )
-                self.hdin = InputMeasurement(input_path, policy=self.basin_policy)
+                self.hdin = RtdcMeasurement.open(input_path, self.basin_policy)
                 self.h5in = self.hdin.h5
                 if not in_place:
                     self.paths_ref.append(input_path)
@@ -455,7 +456,7 @@ class Background(abc.ABC):
         "pipeline:dcnum background" as dcnum's job runner reads them, so
         that a later dcnum run with the same background PPID reuses the
         background and one with another PPID recomputes it (see
-        :func:`dcbg.io.rtdc.set_pipeline_background`). A background that
+        :func:`dcbg.io.conventions.set_pipeline_background`). A background that
         dcnum 0.31.0 cannot reuse (held in an internal basin, as the
         sparse median's) and the result of array input (no measurement to
         describe) claim nothing, so that dcnum recomputes them.

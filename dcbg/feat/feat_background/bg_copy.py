@@ -37,7 +37,7 @@ class BackgroundCopy(Background):
             #: whether the input has an ``image_bg`` to copy (dcbg extension)
             self.has_background = "image_bg" in ds.features_innate + ds.features_basin
             if not self.has_background:
-                measurement = self.hdin.measurement
+                measurement = self.hdin
                 if any(rb.provides("image_bg") for rb in measurement.all_refused()):
                     # say which basin was refused and why
                     raise measurement.missing_feature_error("image_bg")
@@ -64,9 +64,9 @@ class BackgroundCopy(Background):
             self.hdin.get_feature("bg_off")  # copied alone: checked all the same
             return
         path = self.hdin.path
-        source = self.hdin.measurement.locate("image_bg")
+        source = self.hdin.locate("image_bg")
         if source is None:
-            raise self.hdin.measurement.missing_feature_error("image_bg")
+            raise self.hdin.missing_feature_error("image_bg")
         name = source.describe("image_bg", path)
         if len(source) != self.image_count:
             raise ValueError(

@@ -1,34 +1,27 @@
-"""Reading input measurements and writing output .rtdc files
+"""The output .rtdc file of a background computation, written as a transaction
 
-All knowledge of the .rtdc format (basins, metadata, compression) lives
-here and is delegated to dclab wherever dclab offers it. The background
-methods only see :class:`InputMeasurement` and :class:`OutputFile`.
+:class:`OutputFile` stages the output beside its path, writes it through
+dclab's writer and moves it into place in one step (see
+:mod:`dcbg.io.transaction`); a new output references the input
+measurement (:class:`~dcbg.io.input.RtdcMeasurement`) as a file basin.
+HDF5's failures while writing are handled in :mod:`dcbg.io.hdf5_failures`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import functools
 import json
 import os
 import pathlib
 import shutil
 import weakref
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
 
 from .. import stop
 from .._version import __version__
-from .basins import (
-    BasinPolicy,
-    FileRefused,
-    PolicyMeasurement,
-    RefusedBasin,
-    check_hdf5_file,
-)
-from .bounded_chunks import read_whole
 from .chunks import ImageFeature
 from .conventions import (
     BACKGROUND_FEATURES,
@@ -48,6 +41,7 @@ from .existing_output import (
     remove_background_features,
     warn_hard_links,
 )
+from .hdf5_failures import close_discarded, write_errors_named
 from .images import ImageStack
 from .transaction import (
     WriterLock,
@@ -57,6 +51,9 @@ from .transaction import (
     signals_deferred,
     staged_path,
 )
+
+if TYPE_CHECKING:
+    from .input import RtdcMeasurement
 
 #: Zstandard level of dclab and dcnum (metadata, logs, basins, bg_off)
 ZSTD_LEVEL = 5
@@ -79,205 +76,6 @@ def get_compression_kwargs(compress: bool, level: int = ZSTD_LEVEL) -> dict:
     return {"compression": None}
 
 
-def check_input_path(path: pathlib.Path) -> pathlib.Path:
-    """Raise a clear error unless `path` is an existing regular HDF5 file
-
-    Nothing is opened that could block (a FIFO) or have side effects (a
-    device): the type is checked with :func:`os.stat` first.
-    """
-    path = pathlib.Path(path)
-    if not os.path.lexists(path):
-        raise FileNotFoundError(f"Input file '{path}' does not exist")
-    if path.is_dir():
-        raise ValueError(
-            f"Input path '{path}' is a directory, expected an .rtdc file; "
-            f"to compute the backgrounds of all measurements in a folder, "
-            f"use 'dcbg batch {path} -o OUT_DIR'"
-        )
-    try:
-        check_hdf5_file(path)
-    except FileRefused as exc:
-        reason = str(exc)
-        if "no HDF5 signature" in reason or "is empty" in reason:
-            reason = "is not an HDF5 file"
-        raise ValueError(
-            f"Input file '{path}' {reason}; expected an .rtdc measurement "
-            f"with the 'image' feature"
-        ) from None
-    return path
-
-
-class InputMeasurement:
-    """An .rtdc measurement opened for background computation
-
-    The file is opened with dclab's basins switched off; its basins are
-    resolved under a :class:`~dcbg.io.basins.BasinPolicy` (see
-    :mod:`dcbg.io.basins`): internal and mapped basins always, file
-    basins only to regular HDF5 files (inside `basin_root` if given),
-    remote basins only with `allow_remote_basins`. The ``image`` feature
-    is checked against what the file declares (event count, mapping,
-    stored chunks) and its first chunk is read before any computation.
-
-    Parameters
-    ----------
-    path: pathlib.Path
-        Path to the .rtdc file
-    writable: bool
-        Open the file in append mode (when it is also the output file)
-    basin_root: str or pathlib.Path or None
-        Follow file basins only to files inside this directory tree
-        (symbolic links resolved); None: anywhere
-    allow_remote_basins: bool
-        Follow remote basins (http, S3, DCOR; network access)
-    policy: BasinPolicy or None
-        A ready policy instead of `basin_root` and `allow_remote_basins`
-
-    Attributes
-    ----------
-    ds: dclab.rtdc_dataset.RTDC_HDF5
-        The dclab dataset; it sees only the followed basins
-    h5: h5py.File
-        The file handle dclab opened
-    images: ImageStack
-        The ``image`` feature, wherever it is stored
-    policy: BasinPolicy
-        The basin policy applied
-    refused_basins: list of RefusedBasin
-        The input's basins that were not followed, with the reason
-
-    Raises
-    ------
-    ValueError
-        If the file is not a usable measurement, or its images are
-        missing, refused or inconsistent; the message names the file
-        (and the basin)
-    """
-
-    def __init__(
-        self,
-        path: pathlib.Path,
-        writable: bool = False,
-        *,
-        basin_root=None,
-        allow_remote_basins: bool = False,
-        policy: BasinPolicy | None = None,
-    ):
-        if policy is None:
-            policy = BasinPolicy.create(basin_root, allow_remote_basins)
-        self.policy = policy
-        self.path = check_input_path(pathlib.Path(path))
-        self.measurement = PolicyMeasurement(self.path, policy, writable=writable)
-        self.ds = self.measurement.ds
-        self.h5 = self.ds.h5file
-        try:
-            self.images = self._open_images()
-            # outputs copy these: damage there must fail before any output
-            self.measurement.check_readable(("logs", "tables"))
-        except BaseException:
-            self.close()
-            raise
-
-    def _open_images(self) -> ImageStack:
-        source = self.measurement.locate("image")
-        if source is None:
-            raise self.measurement.missing_feature_error("image")
-        images = ImageStack(
-            source.as_array_like(), name=source.describe("image", self.path)
-        )
-        if len(images):
-            # A damaged first chunk fails here, before an output exists.
-            images.read(0, 1)
-        return images
-
-    def close(self):
-        self.measurement.close()
-
-    @property
-    def config(self):
-        return self.ds.config
-
-    @property
-    def refused_basins(self) -> list[RefusedBasin]:
-        """Basins of the input (not of its basin files) that were not followed"""
-        return list(self.measurement.refused)
-
-    def followed_basins(self) -> list[dict]:
-        """Definitions of the input's basins that were followed
-
-        File basins list only the resolved path that was followed. An
-        output may carry these basins; refused ones it must not.
-        """
-        return self.measurement.basin_definitions()
-
-    def get_feature(self, name: str) -> np.ndarray | None:
-        """A scalar feature as an array (one value per frame), or None
-
-        Basins are resolved under the policy; the data are checked
-        against the number of frames.
-
-        Raises
-        ------
-        ValueError
-            If the stored feature is not one value per frame; the
-            message names the file and the feature
-        """
-        source = self.measurement.locate(name)
-        if source is None:
-            return None
-        label = source.describe(name, self.path)
-        try:
-            # a chunk never decodes to more than it holds (no bomb)
-            data = read_whole(source.data, label)
-            if source.index is not None:
-                data = np.asarray(data)[source.index]
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise ValueError(
-                f"Cannot read the {label}: {' '.join(str(exc).split())}"
-            ) from exc
-        data = np.asarray(data)
-        if data.ndim != 1 or data.dtype.kind not in "uif":
-            raise ValueError(
-                f"The {label} has shape {data.shape} and dtype {data.dtype}; "
-                f"expected one number per event"
-            )
-        if len(data) != len(self.images):
-            raise ValueError(
-                f"The {label} has {len(data)} values for {len(self.images)} "
-                f"frames; expected one value per frame"
-            )
-        return data
-
-    def get_frame_rate(self):
-        """The attribute "imaging:frame rate" as stored (None if missing)
-
-        Raw, as dcnum reads it: the caller checks that it is a positive
-        number (a crafted file may hold anything there).
-        """
-        return self.h5.attrs.get("imaging:frame rate")
-
-    def get_basin_features(self) -> list[str]:
-        """Features the output takes from this file when it is a file basin
-
-        These are the features stored in the file itself (``events`` and
-        internal basins). Features of the file's own file basins are not
-        listed: the output carries copies of those basins, and dcnum does
-        not follow nested basins.
-        """
-        import dclab
-
-        feats = set(self.h5.get("events", {}).keys())
-        for bn_dict in self.followed_basins():
-            if bn_dict.get("type") == "internal":
-                feats |= set(bn_dict.get("features") or [])
-        return sorted(
-            f
-            for f in feats
-            if dclab.dfn.feature_exists(f)
-            and f not in BACKGROUND_FEATURES
-            and not f.startswith("basinmap")
-        )
-
-
 class OutputFile:
     """The output .rtdc file of a background computation, as a transaction
 
@@ -296,7 +94,7 @@ class OutputFile:
     ----------
     path: pathlib.Path
         Final output path
-    measurement: InputMeasurement or None
+    measurement: RtdcMeasurement or None
         The input measurement; a new output references it as a file basin
         and carries its metadata, logs, tables and basins.
     compress: bool
@@ -326,7 +124,7 @@ class OutputFile:
     def __init__(
         self,
         path: pathlib.Path,
-        measurement: InputMeasurement | None = None,
+        measurement: RtdcMeasurement | None = None,
         compress: bool = True,
         event_count: int | None = None,
     ):
@@ -397,7 +195,7 @@ class OutputFile:
             self.close()
             raise
 
-    def _init_from_input(self, measurement: InputMeasurement):
+    def _init_from_input(self, measurement: RtdcMeasurement):
         import dclab
         from dclab.rtdc_dataset.copier import rtdc_copy
 
@@ -429,7 +227,7 @@ class OutputFile:
         )
         drop_same_mapping(self.h5, key)
 
-    def _copy_basin(self, writer, measurement: InputMeasurement, bn_dict: dict):
+    def _copy_basin(self, writer, measurement: RtdcMeasurement, bn_dict: dict):
         """Carry one of the input's own basins over to the output"""
         btype = bn_dict.get("type")
         if btype == "internal":
@@ -514,7 +312,7 @@ class OutputFile:
         source.file.copy(source, self.h5.require_group(group), name=name)
 
     def copy_background_from(
-        self, measurement: InputMeasurement, progress=None, image_bg: bool = True
+        self, measurement: RtdcMeasurement, progress=None, image_bg: bool = True
     ):
         """Copy ``image_bg`` and ``bg_off`` of `measurement` as they are stored
 
@@ -528,7 +326,7 @@ class OutputFile:
 
         Parameters
         ----------
-        measurement: InputMeasurement
+        measurement: RtdcMeasurement
             The input
         progress: object or None
             Its ``value`` is set to the fraction of frames copied
@@ -565,7 +363,7 @@ class OutputFile:
             # bg_off in a basin (file or internal): one value per event
             self.store_feature("bg_off", bg_off)
 
-    def _copy_internal_background(self, measurement: InputMeasurement) -> bool:
+    def _copy_internal_background(self, measurement: RtdcMeasurement) -> bool:
         """Copy an ``image_bg`` held in an internal basin; False if there is none"""
         for bn_dict in measurement.ds.basins_get_dicts():
             if bn_dict.get("type") != "internal":
@@ -587,7 +385,7 @@ class OutputFile:
             return True
         return False
 
-    def set_missing_ppid(self, bg_ppid: str, source: InputMeasurement | None = None):
+    def set_missing_ppid(self, bg_ppid: str, source: RtdcMeasurement | None = None):
         """Stamp `bg_ppid` on background features that carry no PPID
 
         Features copied as datasets from `source` keep the attributes
@@ -607,7 +405,7 @@ class OutputFile:
         """Make the file's pipeline attributes claim its new background"""
         set_pipeline_background(self.h5, bg_ppid, generation)
 
-    def copy_pipeline_background(self, source: InputMeasurement):
+    def copy_pipeline_background(self, source: RtdcMeasurement):
         """Carry the pipeline claims of `source` (a copied background)"""
         copy_pipeline_background(source.h5, self.h5)
 
@@ -678,7 +476,7 @@ class OutputFile:
             return
         h5, self.h5 = self.h5, None
         if h5 is not None and h5.id.valid:
-            _close_discarded(h5)
+            close_discarded(h5)
         _remove_file(self.staged_path)
 
     def close(self):
@@ -702,68 +500,6 @@ def basin_file_locations(basin: pathlib.Path, referrer: pathlib.Path) -> list[st
     absolute = pathlib.Path(os.path.realpath(basin))
     relative = os.path.relpath(absolute, pathlib.Path(referrer).resolve().parent)
     return list(dict.fromkeys([str(absolute), relative]))
-
-
-#: errno values of a full disk or a file-size limit
-DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
-
-
-@contextlib.contextmanager
-def write_errors_named(path: pathlib.Path):
-    """Turn a full disk while writing `path` into a one-line OSError
-
-    HDF5 reports a failed write as a long stack of messages that holds the
-    system error only as text (an OSError, or a RuntimeError where h5py
-    copies or closes objects); this names the output file instead.
-    """
-    try:
-        yield
-    except (OSError, RuntimeError) as exc:
-        text = str(exc)
-        if getattr(exc, "errno", None) in DISK_FULL_ERRNOS or any(
-            f"errno = {num}," in text for num in DISK_FULL_ERRNOS
-        ):
-            error = OSError(
-                f"Not enough disk space (or file size limit reached) to write "
-                f"output file '{path}'; nothing was changed there"
-            )
-            error.errno = errno.ENOSPC
-            raise error from exc
-        raise
-
-
-#: staged files HDF5 could not close after a failed write: their objects
-#: must never be freed (HDF5 crashes the process when they are)
-UNCLOSABLE_FILES = []
-
-
-def _close_discarded(h5: h5py.File):
-    """Close a staged HDF5 file that is thrown away, also after a full disk
-
-    Closing flushes HDF5's caches; after a failed write (disk full, file
-    size limit) that flush fails too, and HDF5 is left in a state in which
-    freeing the file's objects crashes the process. Nothing of the file is
-    kept, so its writes are sent to the null device first: HDF5 then
-    closes it cleanly, unless it must extend the file (which the null
-    device cannot be). Then the file stays open, its objects referenced in
-    `UNCLOSABLE_FILES` until the process ends. The file itself is removed
-    by the caller either way.
-    """
-    with contextlib.suppress(Exception):
-        fd = h5.id.get_vfd_handle()  # the POSIX (sec2) driver's descriptor
-        null = os.open(os.devnull, os.O_RDWR)
-        try:
-            os.dup2(null, fd)
-        finally:
-            os.close(null)
-    try:
-        h5.close()
-    except Exception:  # noqa: BLE001 (HDF5's errors of a broken file)
-        # the file and every object of it that h5py still has
-        objects = []
-        with contextlib.suppress(Exception):
-            objects = list(h5py.h5f.get_obj_ids(h5.id))
-        UNCLOSABLE_FILES.append((h5, objects))
 
 
 def _abandon(staged: pathlib.Path, lock: WriterLock):
@@ -821,3 +557,16 @@ def _remove_file(path: pathlib.Path):
         pathlib.Path(path).unlink()
     except FileNotFoundError:
         pass
+
+
+__all__ = [
+    "ZSTD_LEVEL",
+    "ZSTD_LEVEL_IMAGES",
+    "OutputFile",
+    "basin_file_locations",
+    "check_output_dir",
+    "drop_same_mapping",
+    "get_compression_kwargs",
+    "same_file",
+    "write_errors_named",
+]

@@ -1,9 +1,8 @@
-"""HDF5 links that lead out of a file, and HDF5 errors on one line
+"""HDF5 links that lead out of a file
 
 An HDF5 external link makes h5py open another file (any file, also a
 FIFO) when the link is accessed; dcbg reads only data stored in the file
-itself (see :mod:`dcbg.io.basins`). h5py's error messages span several
-lines; dcbg's messages are one line each.
+itself (see :mod:`dcbg.io.input`).
 """
 
 from __future__ import annotations
@@ -11,6 +10,8 @@ from __future__ import annotations
 import pathlib
 
 import h5py
+
+from ...errors import one_line
 
 #: how many links a soft link may point through before dcbg gives up
 #: (HDF5's own limit on link traversals is 16)
@@ -44,7 +45,7 @@ def check_links(h5: h5py.File, path: pathlib.Path, groups) -> None:
             names = list(group)
         except (OSError, RuntimeError) as exc:
             raise ValueError(
-                f"Cannot list group '{gname}' of '{path}': {one_line_error(exc)}; the "
+                f"Cannot list group '{gname}' of '{path}': {one_line(exc)}; the "
                 f"file is damaged"
             ) from exc
         for name in names:
@@ -61,7 +62,7 @@ def _link_is_local(h5: h5py.File, name: str, path: pathlib.Path, hops: int = 0) 
             link = h5.get(current, getlink=True)
         except (OSError, RuntimeError, KeyError, ValueError) as exc:
             raise ValueError(
-                f"Cannot read link '{current}' in '{path}': {one_line_error(exc)}; the "
+                f"Cannot read link '{current}' in '{path}': {one_line(exc)}; the "
                 f"file is damaged"
             ) from exc
         if link is None:
@@ -86,9 +87,4 @@ def _link_is_local(h5: h5py.File, name: str, path: pathlib.Path, hops: int = 0) 
     return True
 
 
-def one_line_error(exc: BaseException) -> str:
-    """An exception's message on one line (h5py's span several)"""
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-__all__ = ["MAX_SOFT_LINK_HOPS", "check_links", "one_line_error"]
+__all__ = ["MAX_SOFT_LINK_HOPS", "check_links"]

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import pathlib
 
-from .. import stop
+from ... import stop
+from ...errors import InputFileError
 
 #: basin files opened per input (distinct files, each opened once, plus
 #: files opened again nearer the input, see BasinResolution.reuse): real
@@ -39,8 +40,11 @@ MAX_BASIN_FILES = 64
 MAX_BASIN_STEPS = 4096
 
 
-class BasinWorkExceeded(ValueError):
-    """An input's basins reach more files or definitions than dcbg examines"""
+class BasinWorkExceeded(InputFileError):
+    """An input's basins reach more files or definitions than dcbg examines
+
+    Its ``path`` is the input measurement.
+    """
 
 
 class BasinResolution:
@@ -66,10 +70,11 @@ class BasinResolution:
         """One more basin file is opened; BasinWorkExceeded beyond the bound"""
         if self.files_opened >= MAX_BASIN_FILES:
             raise BasinWorkExceeded(
+                self.input_path,
                 f"Input file '{self.input_path}' reaches more than "
                 f"{MAX_BASIN_FILES} basin files through its basins (and theirs); "
                 f"dcbg opens at most {MAX_BASIN_FILES} per input, expected a "
-                f"measurement with a few basins"
+                f"measurement with a few basins",
             )
         self.files_opened += 1
 
@@ -78,17 +83,18 @@ class BasinResolution:
         self.steps += count
         if self.steps > MAX_BASIN_STEPS:
             raise BasinWorkExceeded(
+                self.input_path,
                 f"Input file '{self.input_path}' makes dcbg examine more than "
                 f"{MAX_BASIN_STEPS} basin definitions and locations (too many "
                 f"{what} in '{referrer}'); expected a measurement with a few "
-                f"basins"
+                f"basins",
             )
 
     def reuse(self, identity: tuple, depth: int):
         """The measurement of an already opened file, if it can serve here
 
         A file resolved farther from the input had fewer levels of basins
-        left (:data:`~dcbg.io.basins.MAX_BASIN_DEPTH`): it serves only at
+        left (:data:`~dcbg.io.input.followers.MAX_BASIN_DEPTH`): it serves only at
         the same depth or deeper, else it is opened again.
         """
         known = self._measurements.get(identity)

@@ -93,6 +93,10 @@ class FileRefused(ValueError):
     """A path that must not be opened; the message says why (a phrase)"""
 
 
+class NotHDF5File(FileRefused):
+    """A regular file that is empty or has no HDF5 signature"""
+
+
 def describe_file_type(mode: int) -> str:
     """What a file that is not a regular file is, e.g. "a FIFO (named pipe)" """
     if stat.S_ISDIR(mode):
@@ -225,7 +229,7 @@ def open_regular_file(path, root: pathlib.Path | None = None) -> OpenedFile:
             )
         _check_kernel_path(opened, root)
         if opened.stat.st_size == 0:
-            raise FileRefused("is empty, not an HDF5 file")
+            raise NotHDF5File("is empty, not an HDF5 file")
     except BaseException:
         opened.close()
         raise
@@ -392,7 +396,7 @@ def check_hdf5_signature(opened: OpenedFile):
                 return
     except OSError as exc:
         raise FileRefused(f"cannot be read ({exc.strerror})") from exc
-    raise FileRefused("is not an HDF5 file (no HDF5 signature)")
+    raise NotHDF5File("is not an HDF5 file (no HDF5 signature)")
 
 
 def open_hdf5_file(path, root: pathlib.Path | None = None) -> OpenedFile:
@@ -443,6 +447,7 @@ def check_same_file(opened: OpenedFile, h5file):
 
 __all__ = [
     "FileRefused",
+    "NotHDF5File",
     "OpenedFile",
     "check_hdf5_file",
     "check_hdf5_signature",
