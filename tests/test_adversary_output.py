@@ -37,7 +37,7 @@ from click.testing import CliRunner
 
 from dcbg import cluster, workflow
 from dcbg.cli import make_cli
-from dcbg.cli.main import run_compute
+from dcbg.cli.compute import run_compute
 from dcbg.feat.feat_background import (
     BackgroundCopy,
     BackgroundRollMed,

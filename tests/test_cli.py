@@ -92,7 +92,7 @@ def test_new_method_appears_without_cli_changes(cytoshot, tmp_path):
                 raise ValueError(f"grey_level must be in 0..255, got {grey_level}")
 
         def process_approach(self):
-            self._output.store_feature(
+            self.output.store_feature(
                 "image_bg",
                 np.full(
                     (self.image_count, *self.image_shape),
@@ -563,7 +563,7 @@ def test_interrupt_with_force_keeps_old_output(cytoshot, tmp_path, monkeypatch):
 
 
 def test_progress_display_styles(capsys):
-    from dcbg.cli.main import ProgressDisplay
+    from dcbg.cli.runtime import ProgressDisplay
 
     fractions = iter([0.1, 0.3, 0.35, 0.8, 0.9])
 

@@ -1,7 +1,7 @@
 """``dcbg compute``: the background of one measurement
 
-A thin layer over :func:`dcbg.cli.main.run_compute` (which runs
-:func:`dcbg.workflow.process_file`): it parses the method from ``--ppid``
+A thin layer over :func:`dcbg.workflow.process_file` (see
+:func:`run_compute`): it parses the method from ``--ppid``
 or ``--method`` with one option per method keyword argument, shows
 progress on stderr and one summary line on stdout. Errors and warnings
 about a parameter name its option (``--kernel-size``).
@@ -16,7 +16,6 @@ import click
 from .. import stop
 from ..feat.feat_background import get_available_background_methods
 from .commands import command
-from .main import run_compute
 from .options import (
     add_method_options,
     basin_options,
@@ -26,7 +25,87 @@ from .options import (
     option_flags,
     resolve_method,
 )
-from .runtime import command_guard, configure_logging, echo_result, progress_style
+from .runtime import (
+    ProgressDisplay,
+    command_guard,
+    configure_logging,
+    echo_result,
+    finish_when,
+    progress_style,
+)
+
+
+def run_compute(
+    cls: type,
+    kwargs: dict,
+    input_path: pathlib.Path,
+    output_path: pathlib.Path | None,
+    compress: bool = True,
+    num_cpus: int | None = None,
+    force: bool = False,
+    progress_style: str = "none",
+    basin_root: pathlib.Path | None = None,
+    allow_remote_basins: bool = False,
+    *,
+    options=None,
+) -> str:
+    """Compute the background and return the summary line
+
+    :func:`dcbg.workflow.process_file` with progress on stderr. The API
+    writes every output as a transaction (a staged file moved into place
+    when complete). An existing output, or the input itself, is only
+    updated with ``force``: then its background features are replaced and
+    everything else it holds is kept, as the API does.
+
+    The framework options come as `options` (a
+    :class:`dcbg.run_options.RunOptions`, then `compress`, `num_cpus`,
+    `basin_root` and `allow_remote_basins` are not used) or as those
+    values, checked here.
+
+    Raises
+    ------
+    KeyboardInterrupt
+        With a message that says what happened to the output
+    """
+    # numpy, h5py and the methods are imported for a computation, not --help
+    from ..run_options import RunOptions
+    from ..workflow import process_file
+
+    def watch(bg):
+        # the commit decides the outcome: a signal after it is no stop
+        finish_when(lambda: bg.committed)
+        stop.pause_point("computing")  # a test hook, see dcbg.stop
+        return ProgressDisplay(bg.get_progress, bg.image_count, progress_style)
+
+    try:
+        if options is None:
+            options = RunOptions.create(
+                compress, num_cpus, basin_root, allow_remote_basins
+            )
+        result = process_file(
+            input_path, output_path, cls, kwargs, options, force=force, watch=watch
+        )
+    except MemoryError as exc:
+        if output_path is None:
+            from ..io.conventions import default_output_path
+
+            output_path = default_output_path(input_path)
+        raise MemoryError(
+            f"Not enough memory to compute the background of '{input_path}' "
+            f"({type(exc).__name__}: {exc or 'allocation failed'}); '{output_path}' "
+            f"was left as it was. Use fewer --num-cpus or, for rollmed, a "
+            f"smaller --batch-size"
+        ) from exc
+    # the rate of the computation itself: opening the input (imports,
+    # basins, checks) and moving the output into place are a fixed cost
+    # that says nothing about how fast the events are processed
+    compute_seconds = result.compute_seconds
+    rate = result.frames / compute_seconds if compute_seconds > 0 else float("inf")
+    return (
+        f"Wrote {result.output_path}: {result.ppid}, {result.frames} events in "
+        f"{compute_seconds:.2f} s ({rate:.1f} events/s; {result.seconds:.2f} s "
+        f"in all with start-up and writing)"
+    )
 
 
 def make_compute_command(methods: dict | None = None) -> click.Command:
