@@ -92,7 +92,7 @@ def resolve_by_suffix(app, env, node, contnode):
     """Resolve a Python reference that names a documented object by its tail
 
     Docstrings name objects as their module sees them (``:func:`name```,
-    ``:mod:`dcbg.io.basins```); the documentation may show them under
+    ``:mod:`dcbg.io.input.policy```); the documentation may show them under
     another path (``dcbg.BackgroundSparseMed`` for a class of
     ``dcbg.feat.feat_background.bg_sparse_median``). A reference that
     Sphinx cannot resolve is resolved to the one documented object whose
