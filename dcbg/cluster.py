@@ -396,23 +396,13 @@ def process_many(
         If the scheduler cannot be reached or `out_dir` not be created
     """
     bg_ppid = canonical_ppid(ppid)
-    if client is not None and scheduler_address is not None:
-        raise ValueError("Give either client or scheduler_address, not both")
-    if (client is not None or scheduler_address is not None) and (
-        n_workers is not None or threads_per_worker is not None
-    ):
-        raise ValueError(
-            "n_workers and threads_per_worker size a LocalCluster; they "
-            "cannot be used with client or scheduler_address"
-        )
-    local_cluster_size(n_workers, threads_per_worker)  # validate early
-    if basin_root is not None:
-        if not isinstance(basin_root, (str, os.PathLike)):
-            raise TypeError(
-                f"basin_root must be a directory path, got {type(basin_root).__name__}"
-            )
-        # the workers check that it is a directory (their file system counts)
-        basin_root = os.path.abspath(basin_root)
+    _check_cluster_arguments(client, scheduler_address, n_workers, threads_per_worker)
+    settings = {
+        "compress": compress,
+        "force": force,
+        "basin_root": _checked_basin_root(basin_root),
+        "allow_remote_basins": allow_remote_basins,
+    }
     if not isinstance(allow_remote_basins, bool):
         raise ValueError(
             f"allow_remote_basins must be True or False, got {allow_remote_basins!r}"
@@ -442,32 +432,10 @@ def process_many(
     if not todo:
         return results
 
-    settings = {
-        "compress": compress,
-        "force": force,
-        "basin_root": basin_root,
-        "allow_remote_basins": allow_remote_basins,
-    }
-    run_id = uuid.uuid4().hex[:8]
     # file times have a coarse resolution on some file systems
     started = time.time() - 2
     with _get_client(client, scheduler_address, n_workers, threads_per_worker) as cl:
-        futures = {}
-        for index in todo:
-            future = cl.submit(
-                _task,
-                inputs[index],
-                outputs[index],
-                bg_ppid,
-                settings,
-                # unique, readable keys (shown on the dashboard)
-                key=f"dcbg-{inputs[index].stem}-{run_id}-{index}",
-                pure=False,
-                retries=TASK_RETRIES,
-                # big files first: the batch does not end waiting for one
-                priority=_file_size(inputs[index]),
-            )
-            futures[future] = index
+        futures = _submit(cl, todo, inputs, outputs, bg_ppid, settings)
         try:
             for future in distributed.as_completed(futures):
                 index = futures[future]
@@ -512,6 +480,54 @@ def process_many(
                 inputs[index], outputs[index], bg_ppid, started
             )
     raise BatchInterrupted(results) from interrupted
+
+
+def _check_cluster_arguments(client, scheduler_address, n_workers, threads_per_worker):
+    """ValueError for cluster arguments that contradict each other"""
+    if client is not None and scheduler_address is not None:
+        raise ValueError("Give either client or scheduler_address, not both")
+    if (client is not None or scheduler_address is not None) and (
+        n_workers is not None or threads_per_worker is not None
+    ):
+        raise ValueError(
+            "n_workers and threads_per_worker size a LocalCluster; they "
+            "cannot be used with client or scheduler_address"
+        )
+    local_cluster_size(n_workers, threads_per_worker)  # validate early
+
+
+def _checked_basin_root(basin_root) -> str | None:
+    """`basin_root` as an absolute path (the workers check the directory)"""
+    if basin_root is None:
+        return None
+    if not isinstance(basin_root, (str, os.PathLike)):
+        raise TypeError(
+            f"basin_root must be a directory path, got {type(basin_root).__name__}"
+        )
+    # the workers check that it is a directory (their file system counts)
+    return os.path.abspath(basin_root)
+
+
+def _submit(cl, todo, inputs, outputs, bg_ppid, settings) -> dict:
+    """One task per index in `todo`; returns future -> index"""
+    run_id = uuid.uuid4().hex[:8]
+    futures = {}
+    for index in todo:
+        future = cl.submit(
+            _task,
+            inputs[index],
+            outputs[index],
+            bg_ppid,
+            settings,
+            # unique, readable keys (shown on the dashboard)
+            key=f"dcbg-{inputs[index].stem}-{run_id}-{index}",
+            pure=False,
+            retries=TASK_RETRIES,
+            # big files first: the batch does not end waiting for one
+            priority=_file_size(inputs[index]),
+        )
+        futures[future] = index
+    return futures
 
 
 class BatchInterrupted(KeyboardInterrupt):
