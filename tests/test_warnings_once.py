@@ -3,7 +3,7 @@ dcnum's job runner under `dcbg.dcnum.use_dcbg`
 
 Each case runs as a user would run it, in a fresh interpreter, and counts
 the warning's text on stderr. dcbg issues a warning as a Python warning and
-a log record of the same text (`dcbg.feat.feat_background.base.warn`); the
+a log record of the same text (`dcbg.run_options.warn`); the
 record goes to configured handlers (dcnum's job log) but is not printed a
 second time by Python's last-resort handler.
 """

@@ -1,25 +1,28 @@
-"""Base class of all background methods and the method registry"""
+"""The base class of all background methods and the method registry
+
+:class:`Background` is dcnum's facade: the constructor signature, the
+attributes dcnum's code reads (``hdin``, ``h5out``, ``image_proc``, ...)
+and the PPID methods are dcnum 0.31.0's. What a computation opens, runs
+and commits is a :class:`~.run.BackgroundRun` behind it (``open ->
+compute -> commit``); the attributes are views on that run. A method
+subclasses :class:`Background` and implements :meth:`check_user_kwargs`
+and :meth:`process_approach`; the checks of its keyword arguments are in
+:mod:`.checks`.
+"""
 
 from __future__ import annotations
 
 import abc
 import inspect
 import logging
-import math
-import numbers
-import os
-import pathlib
-import threading
 import time
 
 from ... import ppid
-from ..._version import __version__
-from ...io import ImageStack, OutputFile
-from ...io.conventions import LOG_NAME, PPID_ATTR, PPID_GENERATION_ATTR, log_lines
-from ...io.input import RtdcMeasurement
-from ...io.output import same_file, write_errors_named
+from ...io import OutputFile
+from ...io.conventions import PPID_ATTR, PPID_GENERATION_ATTR
 from ...run_options import RunOptions
-from ...workers import Counter, WorkerPool, close_pools
+from ...workers import WorkerPool
+from .run import BackgroundRun, check_output_path
 
 #: dcbg's top-level logger, parent of every method's logger
 PACKAGE_LOGGER = "dcbg"
@@ -31,12 +34,19 @@ PACKAGE_LOGGER = "dcbg"
 # receive every record.
 logging.getLogger(PACKAGE_LOGGER).addHandler(logging.NullHandler())
 
+#: the keyword arguments of Background.__init__ that RunOptions holds,
+#: with their defaults (given together with `options`, they are an error)
+OPTION_DEFAULTS = {
+    "compress": True,
+    "num_cpus": None,
+    "basin_root": None,
+    "allow_remote_basins": False,
+}
 
-class Progress:
-    """Fraction of the work done, in [0, 1], readable from any thread"""
 
-    def __init__(self):
-        self.value = 0.0
+def _run_view(name: str, doc: str) -> property:
+    """A read-only attribute of dcnum's Background that the run holds"""
+    return property(lambda self: getattr(self._run, name), doc=doc)
 
 
 class Background(abc.ABC):
@@ -104,124 +114,72 @@ class Background(abc.ABC):
         options: RunOptions | None = None,
         **kwargs,
     ):
+        #: logger of the method (a child of the "dcbg" logger)
         self.logger = logging.getLogger(
             f"dcbg.feat.feat_background.{self.__class__.__name__}"
         )
-        if not isinstance(output_path, (str, os.PathLike)):
-            raise TypeError(
-                f"output_path must be a str or pathlib.Path, got "
-                f"{type(output_path).__name__}"
-            )
-        self.output_path = pathlib.Path(output_path)
+        # checked before anything is opened, in dcnum's order
+        output_path = check_output_path(output_path)
         self._check_kwarg_names(kwargs)
         self.check_user_kwargs(**kwargs)
-
         #: background keyword arguments
         self.kwargs = {
             name: default
             for name, (_, default) in ppid.get_kwarg_spec(type(self)).items()
         }
         self.kwargs.update(kwargs)
-
+        given = {
+            "compress": compress,
+            "num_cpus": num_cpus,
+            "basin_root": basin_root,
+            "allow_remote_basins": allow_remote_basins,
+        }
         if options is None:
             # the warning about num_cpus is the method's
-            options = RunOptions.create(
-                compress=compress,
-                num_cpus=num_cpus,
-                basin_root=basin_root,
-                allow_remote_basins=allow_remote_basins,
-                logger=self.logger,
-            )
+            options = RunOptions.create(**given, logger=self.logger)
         else:
-            given = [
-                name
-                for name, value, default in (
-                    ("compress", compress, True),
-                    ("num_cpus", num_cpus, None),
-                    ("basin_root", basin_root, None),
-                    ("allow_remote_basins", allow_remote_basins, False),
-                )
-                if value is not default
-            ]
-            if given:
+            named = [k for k, v in given.items() if v is not OPTION_DEFAULTS[k]]
+            if named:
                 raise TypeError(
-                    f"{type(self).__name__} got options and {given}: these "
+                    f"{type(self).__name__} got options and {named}: these "
                     f"are part of the options (dcbg.run_options.RunOptions)"
                 )
         #: the checked framework options (compression, CPUs, basin policy)
         self.options = options
-        #: number of CPUs (worker threads) used
-        self.num_cpus = options.num_cpus
-        self.compress = options.compress
-        #: which basins of the input are followed (see dcbg.io.input.policy)
-        self.basin_policy = options.basin_policy
+        self._run = BackgroundRun(input_data, output_path, options)
 
-        # Attributes of dcnum's Background, with dcnum's meaning (dcnum
-        # code reads them): image_proc, hdin, h5in, h5out, paths_ref,
-        # writer, worker_counter, queue, workers, image_shape, image_count,
-        # input_data, kwargs, num_cpus, output_path, logger.
-        #: fraction of images that have been processed (``.value``)
-        self.image_proc = Progress()
-        #: input measurement (dclab dataset wrapper), None for array input
-        self.hdin: RtdcMeasurement | None = None
-        #: input h5py.File
-        self.h5in = None
-        #: output h5py.File
-        self.h5out = None
-        #: reference paths for logging to the output .rtdc file
-        self.paths_ref = []
-        self.writer = None
-        #: number of jobs finished by the worker threads
-        self.worker_counter = Counter()
-        #: job queue of the worker threads (None when not running)
-        self.queue = None
-        #: worker threads (threads, not processes; empty when not running)
-        self.workers = []
-        self._pool: WorkerPool | None = None
-        self._io: WorkerPool | None = None
-        self._output: OutputFile | None = None
-        self._processed = False
-        self._lock = threading.Lock()
+    # Attributes of dcnum's Background, with dcnum's meaning (dcnum code
+    # reads them), as views on the run.
+    hdin = _run_view(
+        "measurement", "input measurement (dclab dataset wrapper), None for arrays"
+    )
+    h5in = _run_view("h5in", "input h5py.File (None for array input)")
+    h5out = _run_view("h5out", "output h5py.File (the finished one after commit)")
+    paths_ref = _run_view("paths_ref", "input paths named in the output's log")
+    writer = _run_view("writer", "dclab.RTDCWriter for the output file")
+    worker_counter = _run_view("worker_counter", "jobs finished by the workers")
+    queue = _run_view("queue", "job queue of the worker threads (None: not running)")
+    workers = _run_view("workers", "worker threads (empty when not running)")
+    image_shape = _run_view("image_shape", "shape of event images")
+    image_count = _run_view("image_count", "number of images in the input data")
+    input_data = _run_view("images", "the input image stack (uint8 frames)")
+    output_path = _run_view("output_path", "path of the output file")
+    image_proc = _run_view("progress", "fraction of images processed (``.value``)")
 
-        try:
-            if isinstance(input_data, (str, os.PathLike)):
-                input_path = pathlib.Path(input_data)
-                in_place = input_path.exists() and same_file(
-                    input_path, self.output_path
-                )
-                self.hdin = RtdcMeasurement.open(input_path, self.basin_policy)
-                self.h5in = self.hdin.h5
-                if not in_place:
-                    self.paths_ref.append(input_path)
-                #: the input image stack (uint8 frames on access)
-                self.input_data = self.hdin.images
-            elif isinstance(input_data, ImageStack):
-                self.input_data = input_data
-            else:
-                self.input_data = ImageStack(input_data)
+    @property
+    def num_cpus(self) -> int:
+        """Number of CPUs (worker threads) used"""
+        return self.options.num_cpus
 
-            #: shape of event images
-            self.image_shape = self.input_data.frame_shape
-            #: number of images in the input data
-            self.image_count = len(self.input_data)
-            if self.image_count == 0:
-                where = self.hdin.path if self.hdin else "the input array"
-                raise ValueError(
-                    f"The 'image' feature of {where} has zero frames; "
-                    f"there is nothing to compute a background from"
-                )
-            self._output = OutputFile(
-                self.output_path, self.hdin, self.compress, event_count=self.image_count
-            )
-            # the staged output holds no finished background yet, so it
-            # must not claim the input's (see stamp_pipeline)
-            self._output.clear_pipeline_background()
-            self.h5out = self._output.h5
-            #: dclab.RTDCWriter for the output file
-            self.writer = self._output.writer
-        except BaseException:
-            self.close()
-            raise
+    @property
+    def compress(self) -> bool:
+        """Whether the background features are compressed"""
+        return self.options.compress
+
+    @property
+    def basin_policy(self):
+        """Which basins of the input are followed (see dcbg.io.input.policy)"""
+        return self.options.basin_policy
 
     def __enter__(self):
         return self
@@ -239,7 +197,7 @@ class Background(abc.ABC):
     @property
     def output(self) -> OutputFile:
         """The staged output file; methods write their features through it"""
-        return self._output
+        return self._run.output
 
     @property
     def pool(self) -> WorkerPool | None:
@@ -248,17 +206,25 @@ class Background(abc.ABC):
         ``num_cpus`` threads, started by :meth:`start_workers`, stopped by
         :meth:`close_workers`; None when not running.
         """
-        return self._pool
+        return self._run.pool
 
     @property
     def io_pool(self) -> WorkerPool | None:
         """One thread for HDF5 reads and writes next to `pool` (or None)"""
-        return self._io
+        return self._run.io_pool
 
     @property
     def committed(self) -> bool:
         """Whether the output is complete at `output_path` (dcbg extension)"""
-        return self._output is not None and self._output.committed
+        return self._run.output is not None and self._run.output.committed
+
+    def describe_input(self) -> str:
+        """How messages name the input: its quoted path or "the input array" """
+        return self._run.describe_input()
+
+    def pixel_slices(self, npix: int, align: int = 1) -> list[slice]:
+        """Pixel ranges for the `pool`'s jobs, starting at multiples of `align`"""
+        return self._run.pixel_slices(npix, align)
 
     def keep_started_output(self):
         """Keep what manual steps computed (as dcnum does on a clean exit)
@@ -269,30 +235,21 @@ class Background(abc.ABC):
         finalised by :meth:`finish_partial_output` and the output is
         committed; otherwise the output path is left as it was.
         """
-        with self._lock:
-            if self._processed or self._output is None or not self._output.started:
-                return
-            self._processed = True
-        try:
+        if not self._run.claim(require_started=True):
+            return
+        with self._run.transaction(name_write_errors=False):
             self.close_workers()
             self.finish_partial_output()
             self.stamp_ppid()
-            self._commit()
-        except BaseException:
-            self.close_workers()
-            self._output.discard()
-            raise
 
     def finish_partial_output(self):  # noqa: B027 (an optional hook)
         """Make the data of manual steps a consistent output (subclasses)"""
 
     def close(self):
         """Release files and threads; discard an uncommitted output"""
-        self.close_workers()
-        if self._output is not None:
-            self._output.close()
-        if self.hdin is not None:
-            self.hdin.close()
+        run = getattr(self, "_run", None)
+        if run is not None:
+            run.close()
 
     def start_workers(self):
         """Start `num_cpus` worker threads for kernels and one I/O thread
@@ -300,20 +257,13 @@ class Background(abc.ABC):
         The compiled kernels release the GIL, so the workers use all
         cores while the I/O thread reads and writes HDF5 data.
         """
-        if self._pool is None:
-            name = f"dcbg-{self.get_ppid_code()}"
-            self._pool = WorkerPool(self.num_cpus, name=name)
-            self._io = WorkerPool(1, name=f"{name}-io")
-            self.queue = self._pool.queue
-            self.workers = self._pool.workers
-            self.worker_counter = self._pool.counter
+        self._run.start_workers(f"dcbg-{self.get_ppid_code()}")
 
     def close_workers(self):
         """Stop the worker threads (waits for running jobs)"""
-        close_pools(getattr(self, "_io", None), getattr(self, "_pool", None))
-        self._pool = self._io = None
-        self.queue = None
-        self.workers = []
+        run = getattr(self, "_run", None)
+        if run is not None:
+            run.close_workers()
 
     @classmethod
     def _check_kwarg_names(cls, kwargs):
@@ -386,63 +336,21 @@ class Background(abc.ABC):
         the output path (also the input file, if written in place) stays
         exactly as it was.
         """
-        with self._lock:
-            if self._processed:
-                raise RuntimeError(f"{self} has already been processed")
-            self._processed = True
+        if not self._run.claim():
+            raise RuntimeError(f"{self} has already been processed")
         t0 = time.perf_counter()
-        try:
-            with write_errors_named(self.output_path):
-                duration = self._compute_and_commit(t0)
-        except BaseException:
-            self.close_workers()
-            self._output.discard()
-            raise
+        with self._run.transaction():
+            self.process_approach()
+            self.stamp_ppid()
+            self.stamp_pipeline()
+            duration = time.perf_counter() - t0
+            self._run.store_log(self.get_ppid(), duration)
         self.image_proc.value = 1.0
         self.logger.info(f"Background computation time: {duration:.1f}s")
 
-    def _compute_and_commit(self, t0: float):
-        """process(): compute, stamp, log, then move the output into place"""
-        self.process_approach()
-        self.stamp_ppid()
-        self.stamp_pipeline()
-        duration = time.perf_counter() - t0
-        self._output.store_log(
-            LOG_NAME,
-            log_lines(
-                {
-                    "software": f"dcbg {__version__}",
-                    "ppid": self.get_ppid(),
-                    "ppid generation": ppid.PPID_GENERATION,
-                    "input": [str(p) for p in self.paths_ref],
-                    "frames": self.image_count,
-                    "num_cpus": self.num_cpus,
-                    "compress": self.compress,
-                    "seconds": round(duration, 3),
-                }
-            ),
-        )
-        # worker threads must be idle before the file is closed
-        self.close_workers()
-        self._commit()
-        return duration
-
-    def _commit(self):
-        """Move the staged output into place; `h5out` then reads it"""
-
-        def release_input():
-            # the input file is about to be replaced: close it first
-            if self._output.in_place and self.hdin is not None:
-                self.hdin.close()
-
-        self._output.commit(release_input=release_input)
-        self.h5out = self._output.h5
-        if self._output.in_place:
-            self.h5in = self.h5out
-
     def stamp_ppid(self):
         """Store the PPID with the background features it produced"""
-        self._output.set_feature_attrs(
+        self.output.set_feature_attrs(
             {
                 PPID_ATTR: self.get_ppid(),
                 PPID_GENERATION_ATTR: ppid.PPID_GENERATION,
@@ -462,7 +370,7 @@ class Background(abc.ABC):
         describe) claim nothing, so that dcnum recomputes them.
         """
         if self.hdin is not None:
-            self._output.set_pipeline_background(self.get_ppid(), ppid.PPID_GENERATION)
+            self.output.set_pipeline_background(self.get_ppid(), ppid.PPID_GENERATION)
 
     @abc.abstractmethod
     def process_approach(self):
@@ -556,26 +464,3 @@ def resolve_method(
         )
     cls.check_user_kwargs(**kwargs)
     return cls, {name: kwargs.get(name, default) for name, (_, default) in spec.items()}
-
-
-def check_positive_int(name: str, value, even: bool = False):
-    """Raise ValueError unless `value` is a positive (even) integer"""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    if even and value % 2:
-        raise ValueError(f"{name} must be an even number, got {value}")
-
-
-def check_real(name: str, value, low=None, high=None, low_open=False):
-    """Raise ValueError unless `value` is a finite number in the range"""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if low is not None and (value <= low if low_open else value < low):
-        rule = ">" if low_open else ">="
-        raise ValueError(f"{name} must be {rule} {low}, got {value}")
-    if high is not None and value > high:
-        raise ValueError(f"{name} must be <= {high}, got {value}")

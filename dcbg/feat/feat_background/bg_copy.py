@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ...errors import InputFileError, ParameterError, ReadError, one_line
 from ...io import ImageStack
 from ...run_options import warn
 from .base import Background
@@ -28,10 +29,11 @@ class BackgroundCopy(Background):
         super().__init__(*args, **kwargs)
         try:
             if self.hdin is None:
-                raise ValueError(
+                raise ParameterError(
+                    "input_data",
                     "BackgroundCopy needs an .rtdc file as input_data (the "
                     "background is copied from its 'image_bg' feature), got "
-                    "an array"
+                    "an array",
                 )
             ds = self.hdin.ds
             #: whether the input has an ``image_bg`` to copy (dcbg extension)
@@ -69,15 +71,19 @@ class BackgroundCopy(Background):
             raise self.hdin.missing_feature_error("image_bg")
         name = source.describe("image_bg", path)
         if len(source) != self.image_count:
-            raise ValueError(
+            raise InputFileError(
+                path,
                 f"The {name} has {len(source)} entries for {self.image_count} "
-                f"frames; expected one background image per frame"
+                f"frames; expected one background image per frame",
+                feature="image_bg",
             )
         stack = ImageStack(source.as_array_like(), name=name)
         if stack.frame_shape != self.image_shape:
-            raise ValueError(
+            raise InputFileError(
+                path,
                 f"The {name} has images of shape {stack.frame_shape}, the "
-                f"frames {self.image_shape}; expected the same shape"
+                f"frames {self.image_shape}; expected the same shape",
+                feature="image_bg",
             )
         stack.read(0, 1)
         self.hdin.get_feature("bg_off")  # checks length and type
@@ -90,13 +96,13 @@ class BackgroundCopy(Background):
         """Copy ``image_bg`` and ``bg_off``; read errors name the input file"""
         try:
             self._copy_background()
+        except ReadError:
+            raise  # dcbg's read errors name the data and file they concern
         except (OSError, RuntimeError, KeyError) as exc:
-            text = " ".join(str(exc).split()) or type(exc).__name__
-            if str(self.hdin.path) in text:
-                raise
+            # h5py's and HDF5's words: say which file and what it means
             raise OSError(
                 f"Cannot copy the background of input file '{self.hdin.path}': "
-                f"{text}; the file is damaged"
+                f"{one_line(exc)}; the file is damaged"
             ) from exc
 
     def _copy_background(self):

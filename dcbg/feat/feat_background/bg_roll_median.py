@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...errors import ParameterError
 from ...kernels import rolling_median_pixels
 from ...kernels.rolling_median import BAND_BLOCK_SIZE
-from ...workers import JOBS_PER_THREAD, wait_all
-from .base import Background, check_positive_int
+from ...workers import wait_all
+from .base import Background
+from .checks import check_positive_int
 
 #: Fewest frames of a pipeline block (at least 4 kernels): while the
 #: workers compute one block, the I/O thread reads the next and writes the
@@ -51,12 +53,6 @@ class BackgroundRollMed(Background):
 
         Parameters
         ----------
-        input_data: array-like or pathlib.Path or str
-            Path to an .rtdc file with the "image" feature (possibly in
-            a basin) or an array-like image stack (first axis: frames)
-        output_path: pathlib.Path or str
-            Output file; may be the input file (written in place). The
-            data are written to the "events/image_bg" feature.
         kernel_size: int
             Number of frames whose median gives the background of a frame;
             positive and even.
@@ -64,20 +60,16 @@ class BackgroundRollMed(Background):
             Number of frames processed per batch (> kernel_size). Memory
             use is about ``2 * batch_size`` frames; the result does not
             depend on it.
-        compress: bool
-            Whether to compress background data (Zstandard).
-        num_cpus: int
-            Number of worker threads for the median computation.
-            Defaults to the number of CPUs available.
-        framework:
-            Keyword-only framework keywords, as for :class:`.Background`:
-            `basin_root`, `allow_remote_basins` or `options`.
+        input_data, output_path, compress, num_cpus, framework:
+            As for :class:`.Background`; the framework keywords
+            (`basin_root`, `allow_remote_basins`, `options`) are
+            keyword-only.
         """
         super().__init__(
-            input_data=input_data,
-            output_path=output_path,
-            compress=compress,
-            num_cpus=num_cpus,
+            input_data,
+            output_path,
+            compress,
+            num_cpus,
             **framework,
             kernel_size=kernel_size,
             batch_size=batch_size,
@@ -91,11 +83,11 @@ class BackgroundRollMed(Background):
                     if largest
                     else "the rolling median needs at least 2 frames"
                 )
-                where = f"'{self.hdin.path}'" if self.hdin else "the input array"
-                raise ValueError(
+                raise ParameterError(
+                    "kernel_size",
                     f"Cannot compute background: kernel_size={kernel_size} is "
                     f"larger than the number of frames N={self.image_count} of "
-                    f"{where}; {hint}"
+                    f"{self.describe_input()}; {hint}",
                 )
             #: kernel size used for median filtering
             self.kernel_size = kernel_size
@@ -146,9 +138,10 @@ class BackgroundRollMed(Background):
         check_positive_int("kernel_size", kernel_size, even=True)
         check_positive_int("batch_size", batch_size)
         if batch_size <= kernel_size:
-            raise ValueError(
+            raise ParameterError(
+                "batch_size",
                 f"batch_size must be larger than kernel_size, got "
-                f"batch_size={batch_size}, kernel_size={kernel_size}"
+                f"batch_size={batch_size}, kernel_size={kernel_size}",
             )
 
     def get_slices_for_batch(self, batch_index=0):
@@ -184,14 +177,7 @@ class BackgroundRollMed(Background):
         (de)compression jobs, which have priority, never wait long.
         Ranges start at multiples of the kernel's pixel block size.
         """
-        npix = self.shared_input.shape[1]
-        blocks = -(-npix // BAND_BLOCK_SIZE)
-        parts = min(JOBS_PER_THREAD * self.num_cpus, blocks)
-        bounds = np.linspace(0, blocks, parts + 1).astype(int) * BAND_BLOCK_SIZE
-        for p0, p1 in zip(bounds[:-1], bounds[1:], strict=True):
-            p1 = min(int(p1), npix)
-            if p1 > p0:
-                yield slice(int(p0), p1)
+        yield from self.pixel_slices(self.shared_input.shape[1], BAND_BLOCK_SIZE)
 
     def _output_feature(self):
         if self._feature is None:

@@ -12,29 +12,17 @@ spread over tens of levels.
 
 from __future__ import annotations
 
-import bisect
-import collections
-
 import numpy as np
 
 from ...kernels import window_modes_pixels
-from ...workers import JOBS_PER_THREAD, wait_all
-from .base import Background, check_positive_int, check_real
-from .bg_sparse_median import (
+from ...workers import wait_all
+from .sparse_base import (
     OFFSET_ROWS,
     READ_BLOCK_FRAMES,
-    check_offset_correction,
-    check_series_size,
-    describe_input,
-    frame_times,
-    merge_ranges,
+    SparseSeriesBackground,
+    check_series_kwargs,
 )
-from .sparse_series import (
-    SeriesImages,
-    assign_background_index,
-    nearest_frames,
-    plan_windows,
-)
+from .sparse_series import plan_windows
 
 #: Default frames per mode window. A cell stuck for 300 frames (0.09 s at
 #: 3,447.5 frames per second) must stay the less frequent value in every
@@ -105,7 +93,7 @@ def window_level(top_sums: np.ndarray, reference: int, pixels: int) -> int:
     )
 
 
-class BackgroundSparseMode(Background):
+class BackgroundSparseMode(SparseSeriesBackground):
     def __init__(
         self,
         input_data,
@@ -145,11 +133,6 @@ class BackgroundSparseMode(Background):
 
         Parameters
         ----------
-        input_data: array-like or pathlib.Path or str
-            Path to an .rtdc file with the "image" feature (possibly in a
-            basin) or an array-like image stack (first axis: frames).
-        output_path: pathlib.Path or str
-            Output file; may be the input file (written in place).
         kernel_size: int
             Frames per window (default 1000). More frames than the input
             has: all frames are used (logged).
@@ -158,19 +141,16 @@ class BackgroundSparseMode(Background):
         offset_correction: bool
             Correct each frame's brightness offset before counting, and
             write the per-frame offset "bg_off".
-        compress: bool
-            Whether to compress background data (Zstandard).
-        num_cpus: int
-            Number of worker threads. Defaults to the CPUs available.
-        framework:
-            Keyword-only framework keywords, as for :class:`.Background`:
-            `basin_root`, `allow_remote_basins` or `options`.
+        input_data, output_path, compress, num_cpus, framework:
+            As for :class:`.Background`; the framework keywords
+            (`basin_root`, `allow_remote_basins`, `options`) are
+            keyword-only.
         """
         super().__init__(
-            input_data=input_data,
-            output_path=output_path,
-            compress=compress,
-            num_cpus=num_cpus,
+            input_data,
+            output_path,
+            compress,
+            num_cpus,
             **framework,
             kernel_size=kernel_size,
             split_time=split_time,
@@ -189,28 +169,8 @@ class BackgroundSparseMode(Background):
             self.split_time = split_time
             #: offset (flicker, drift) correction and "bg_off"
             self.offset_correction = bool(offset_correction)
-            #: time of each frame relative to the first frame, seconds
-            self.time = frame_times(self)
-            #: duration of the measurement, seconds
-            self.duration = self.time[-1] - self.time[0]
-            self._check_series_size()
-            #: times of the background series, seconds
-            self.step_times = np.arange(0, self.duration, self.split_time)
-            if self.step_times.size == 0:
-                self.step_times = np.zeros(1)
-            starts = np.minimum(
-                nearest_frames(self.time, self.step_times),
-                self.image_count - self.kernel_size,
-            )
-            #: first frames of the distinct windows (sorted), the distinct
-            #: window of each series step, the tasks that compute them
-            self.distinct_starts, self.step_index, self._tasks = plan_windows(
-                starts, self.kernel_size, max(self.kernel_size, TASK_MIN_SPAN)
-            )
-            #: one background image per distinct window
-            self.distinct_images = np.zeros(
-                (self.distinct_starts.size, *self.image_shape), dtype=np.uint8
-            )
+            self.plan_series_times()
+            self.plan_windows(plan_windows, max(self.kernel_size, TASK_MIN_SPAN))
         except BaseException:
             self.close()
             raise
@@ -240,9 +200,7 @@ class BackgroundSparseMode(Background):
         ValueError
             If a value breaks its rule
         """
-        check_positive_int("kernel_size", kernel_size)
-        check_real("split_time", split_time, low=0, low_open=True)
-        check_offset_correction(offset_correction)
+        check_series_kwargs(kernel_size, split_time, offset_correction)
 
     def stamp_pipeline(self):
         """Claim nothing in dcnum's pipeline attributes
@@ -251,40 +209,17 @@ class BackgroundSparseMode(Background):
         background held in an internal basin; its job runner recomputes.
         """
 
-    def _where(self) -> str:
-        return describe_input(self)
-
-    def _check_series_size(self):
-        """Refuse a series whose per-step values exceed the memory budget"""
-        check_series_size(self)
-
-    def _pixel_slices(self):
-        """Pixel ranges for the worker threads (several jobs per thread)"""
-        npix = int(np.prod(self.image_shape))
-        parts = max(1, min(npix, JOBS_PER_THREAD * self.num_cpus))
-        bounds = np.linspace(0, npix, parts + 1).astype(int)
-        return [
-            slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-        ]
-
     def process_approach(self):
         """Compute the series of mode images, store it and "bg_off" """
         self.start_workers()
-        top_sums = self._compute_series()
-        rows = min(OFFSET_ROWS, self.image_shape[0])
-        bg_idx = assign_background_index(self.time, self.step_times, self.split_time)
-        self.output.store_internal_basin(
-            name="background images",
-            description=f"Pipeline identifier: {self.get_ppid()}",
-            features={"image_bg": SeriesImages(self.distinct_images, self.step_index)},
-            mapping=bg_idx,
+        self._reference = None
+        top_sums = self.read_pass(
+            READ_BLOCK_FRAMES,
+            self._start_task,
+            progress_total=self.image_count,
+            running_max=RUNNING_TASKS,
         )
-        if self.offset_correction:
-            distinct_mean = np.mean(self.distinct_images[:, :rows, :], axis=(1, 2))
-            frame_mean = top_sums.astype(np.float64) / (rows * self.image_shape[1])
-            bg_mean = distinct_mean[self.step_index][bg_idx]
-            self.output.store_feature("bg_off", frame_mean - bg_mean)
-        self.image_proc.value = 1.0
+        self.store_series(self.step_index, self.step_times, top_sums)
 
     def _start_task(self, task, frames: np.ndarray, sums: np.ndarray | None):
         """Start the mode images of `task`'s windows; returns `finish()`
@@ -315,7 +250,7 @@ class BackgroundSparseMode(Background):
         out = np.empty((targets.size, frames.shape[1]), dtype=np.uint8)
         jobs = [
             self.pool.submit(window_modes_pixels, frames, k, targets, shifts, out, pix)
-            for pix in self._pixel_slices()
+            for pix in self.pixel_slices(frames.shape[1])
         ]
 
         def finish():
@@ -325,80 +260,3 @@ class BackgroundSparseMode(Background):
             flat[index] = np.clip(images, 0, 255)
 
         return finish
-
-    def _compute_series(self) -> np.ndarray | None:
-        """One pass over the input: the mode windows and the top-row sums"""
-        count = self.image_count
-        tasks = self._tasks
-        self._reference = None
-        rows = min(OFFSET_ROWS, self.image_shape[0])
-        npix = int(np.prod(self.image_shape))
-        spans = [(task.first, task.stop) for task in tasks]
-        top_sums = np.zeros(count, dtype=np.int64)
-        block_frames = max(self.input_data.chunk_frames, READ_BLOCK_FRAMES)
-        ranges = [(0, count)] if self.offset_correction else merge_ranges(spans)
-        blocks = [
-            block
-            for lo, hi in ranges
-            for block in self.input_data.iter_blocks(block_frames, lo, hi)
-        ]
-        merged = merge_ranges(spans)
-        merged_starts = [lo for lo, _ in merged]
-
-        def in_window(lo, hi):
-            at = bisect.bisect_right(merged_starts, hi - 1) - 1
-            return at >= 0 and merged[at][1] > lo
-
-        def read(lo, hi):
-            if in_window(lo, hi):
-                frames = self.input_data.read(lo, hi, pool=self.pool)
-                return frames.reshape(hi - lo, npix), None
-            sums = self.input_data.sum_top_rows(lo, hi, rows, pool=self.pool)
-            return None, sums
-
-        open_tasks = {}
-        running = collections.deque()
-        next_task = 0
-        reading = self.io_pool.submit(read, *blocks[0]) if blocks else None
-        try:
-            for bi, (lo, hi) in enumerate(blocks):
-                frames, sums = wait_all([reading])[0]
-                if bi + 1 < len(blocks):
-                    reading = self.io_pool.submit(read, *blocks[bi + 1])
-                if sums is None:
-                    top = frames.reshape(hi - lo, -1)[:, : rows * self.image_shape[1]]
-                    sums = top.sum(axis=1, dtype=np.int64)
-                top_sums[lo:hi] = sums
-                if frames is not None:
-                    while next_task < len(tasks) and tasks[next_task].first < hi:
-                        task = tasks[next_task]
-                        open_tasks[next_task] = np.empty(
-                            (task.stop - task.first, npix), dtype=np.uint8
-                        )
-                        next_task += 1
-                    for ti in sorted(open_tasks):
-                        task = tasks[ti]
-                        a, b = max(task.first, lo), min(task.stop, hi)
-                        if a < b:
-                            open_tasks[ti][a - task.first : b - task.first] = frames[
-                                a - lo : b - lo
-                            ]
-                        if task.stop <= hi:
-                            buf = open_tasks.pop(ti)
-                            task_sums = (
-                                top_sums[task.first : task.stop]
-                                if self.offset_correction
-                                else None
-                            )
-                            running.append(self._start_task(task, buf, task_sums))
-                    # bounded memory: at most this many tasks' frames held
-                    while len(running) > RUNNING_TASKS:
-                        running.popleft()()
-                self.image_proc.value = hi / count
-            while running:
-                running.popleft()()
-        except BaseException:
-            if reading is not None:
-                reading.cancel()
-            raise
-        return top_sums

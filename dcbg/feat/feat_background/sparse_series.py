@@ -24,15 +24,16 @@ images. This module plans the series by its distinct windows:
 
 Memory and time thus grow with the frames (distinct windows); the series
 steps cost a few numbers each (see ``BYTES_PER_SERIES_STEP`` in
-:mod:`.bg_sparse_median`).
+:mod:`.sparse_base`).
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
+
+from ...run_options import warn
 
 #: grey levels of uint8 images (histogram bins of the exact median)
 GREY_LEVELS = 256
@@ -372,7 +373,7 @@ def exact_column_median(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
 def cleanse_profiles(profiles, step_index, thresh_cleansing, frac_cleansing, logger):
     """Steps of a background series that do not show cells
 
-    dcnum's cleansing (see :func:`.bg_sparse_median.cleanse_background_series`)
+    dcnum's cleansing (see :func:`cleanse_background_series`)
     of the series ``images[step_index]``, from the peak-to-peak profiles
     of the distinct images only: the per-step values are the distinct
     images' values repeated, and every sum involved is of integers or
@@ -432,7 +433,44 @@ def cleanse_profiles(profiles, step_index, thresh_cleansing, frac_cleansing, log
             f"{thresh_fact / thresh}). Decrease thresh_cleansing or "
             f"frac_cleansing to avoid this warning."
         )
-        logger.warning(msg)
-        warnings.warn(msg, UserWarning, stacklevel=3)
+        warn(
+            logger,
+            msg,
+            stacklevel=3,
+            parameters=("thresh_cleansing", "frac_cleansing"),
+        )
     logger.info(f"Cleansed {frac_remove:.2%}")
     return used
+
+
+def cleanse_background_series(bg_images, thresh_cleansing, frac_cleansing, logger):
+    """Find the background images of a series that do not show cells
+
+    Background images computed while cells streamed through the same
+    spot show the cells. Such images stand out in the peak-to-peak
+    grey-value profile across the channel: for each image, take the
+    peak-to-peak range along the channel axis of every row, subtract the
+    series' median profile, average the central rows, subtract a running
+    median (`CLEANSING_BASELINE_IMAGES` images) as baseline, and compare
+    the absolute deviation from its median with a threshold:
+    ``CLEANSING_VARIANCE_FACTOR * var(deviation) / thresh_cleansing``
+    (150 * ...), or, with ``thresh_cleansing == 0``, the
+    `frac_cleansing` quantile of the deviations. If the threshold keeps
+    fewer than `frac_cleansing` of the images, the quantile is used
+    instead (with a warning). :class:`BackgroundSparseMed` computes the
+    same from the distinct images of its series (:func:`cleanse_profiles`,
+    which describes the other parameters and the result).
+
+    Parameters
+    ----------
+    bg_images: np.ndarray
+        Background series, uint8 (images, height, width)
+    """
+    profiles = np.ptp(np.asarray(bg_images), axis=2)
+    return cleanse_profiles(
+        profiles,
+        np.arange(len(profiles)),
+        thresh_cleansing,
+        frac_cleansing,
+        logger,
+    )
