@@ -27,9 +27,9 @@ import numpy as np
 from ... import ppid
 from ..._version import __version__
 from ...errors import InputFileError
-from ...io import ImageStack, OutputFile
+from ...io import OutputFile
 from ...io.conventions import LOG_NAME, log_lines
-from ...io.input import RtdcMeasurement
+from ...io.input import RtdcMeasurement, open_input
 from ...io.output import write_errors_named
 from ...run_options import RunOptions
 from ...workers import JOBS_PER_THREAD, Counter, WorkerPool, close_pools
@@ -92,6 +92,8 @@ class BackgroundRun:
         self.options = options
         self.output_path = check_output_path(output_path)
         self.progress = Progress()
+        #: the opened input (dcbg.io.input: a file or an array)
+        self.input = None
         self.measurement: RtdcMeasurement | None = None
         self.h5in = None
         self.h5out = None
@@ -111,16 +113,12 @@ class BackgroundRun:
             raise
 
     def _open(self, input_data):
-        if isinstance(input_data, (str, os.PathLike)):
-            self.measurement = RtdcMeasurement.open(
-                pathlib.Path(input_data), self.options.basin_policy
-            )
-            self.h5in = self.measurement.h5
-            self.images = self.measurement.images
-        elif isinstance(input_data, ImageStack):
-            self.images = input_data
-        else:
-            self.images = ImageStack(input_data)
+        # the input kind (a file, an array) is chosen by dcbg.io.input
+        self.input = open_input(input_data, self.options.basin_policy)
+        if self.input.is_file:
+            self.measurement = self.input
+        self.h5in = self.input.h5
+        self.images = self.input.images
         self.image_shape = self.images.frame_shape
         self.image_count = len(self.images)
         if self.image_count == 0:
@@ -281,5 +279,5 @@ class BackgroundRun:
         self.close_workers()
         if self.output is not None:
             self.output.close()
-        if self.measurement is not None:
-            self.measurement.close()
+        if self.input is not None:
+            self.input.close()
