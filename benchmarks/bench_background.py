@@ -30,7 +30,6 @@ import pathlib
 import platform
 import statistics
 import sys
-import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -38,10 +37,16 @@ if importlib.util.find_spec("dcbg") is None:
     # allow running from a source checkout without installing dcbg
     sys.path.insert(0, str(ROOT))
 
-from make_dataset import parse_shape  # noqa: E402 (sibling script)
+# sibling scripts
+from _common import (  # noqa: E402
+    RESULTS_DIR,
+    report_result,
+    run_measured,
+    write_summary,
+)
+from make_dataset import parse_shape  # noqa: E402
 
 DATA_DIR = ROOT / "benchmarks" / "_data"
-RESULTS_DIR = ROOT / "benchmarks" / "results"
 
 TOOLS = ("dcnum", "dcbg")
 MODULES = {
@@ -53,9 +58,6 @@ CLASSES = {
     "sparsemed": "BackgroundSparseMed",
     "copy": "BackgroundCopy",
 }
-RESULT_MARKER = "BENCH-RESULT "
-SAMPLE_INTERVAL = 0.02  # seconds between memory samples
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def run_child(spec: dict) -> None:
@@ -79,75 +81,14 @@ def run_child(spec: dict) -> None:
     ) as bg:
         bg.process()
     seconds = time.perf_counter() - t0
-    print(RESULT_MARKER + json.dumps({"seconds": seconds}), flush=True)
-
-
-def tree_rss(proc) -> int:
-    """Summed RSS (bytes) of psutil process `proc` and all its descendants
-
-    Reads ``/proc`` directly where the kernel lists children there (0.05
-    ms per sample); psutil's process-table scan costs ~2.5 ms, which every
-    20 ms took ~5 % of a 2-core machine from the process being timed.
-    """
-    import psutil
-
-    if pathlib.Path(f"/proc/{proc.pid}/task/{proc.pid}/children").exists():
-        total = 0
-        pending = [proc.pid]
-        while pending:
-            pid = pending.pop()
-            try:
-                with open(f"/proc/{pid}/statm", "rb") as fh:
-                    total += int(fh.read().split()[1]) * PAGE_SIZE
-                for task in os.listdir(f"/proc/{pid}/task"):
-                    with open(f"/proc/{pid}/task/{task}/children", "rb") as fh:
-                        pending.extend(int(child) for child in fh.read().split())
-            except (FileNotFoundError, ProcessLookupError):
-                continue  # exited while we looked
-        return total
-    rss = 0
-    try:
-        procs = [proc] + proc.children(recursive=True)
-    except psutil.NoSuchProcess:
-        return 0
-    for pp in procs:
-        try:
-            rss += pp.memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return rss
+    report_result({"seconds": seconds})
 
 
 def measure(spec: dict) -> dict:
     """Run `spec` in a fresh process, return its timing and peak memory"""
-    import psutil
-
     output = pathlib.Path(spec["output"])
     output.unlink(missing_ok=True)
-    cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--_run"]
-    cmd.append(json.dumps(spec))
-    # log files instead of pipes: a full pipe would block the child
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        t0 = time.perf_counter()
-        proc = psutil.Popen(cmd, stdout=out, stderr=err)
-        peak = 0
-        while proc.poll() is None:
-            peak = max(peak, tree_rss(proc))
-            time.sleep(SAMPLE_INTERVAL)
-        wall = time.perf_counter() - t0
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"{spec['tool']} run failed (exit code {proc.returncode}):\n{stderr}"
-        )
-    for line in stdout.splitlines():
-        if line.startswith(RESULT_MARKER):
-            result = json.loads(line[len(RESULT_MARKER) :])
-            break
-    else:
-        raise RuntimeError(f"no result from {spec['tool']}:\n{stdout}\n{stderr}")
+    result, wall, peak = run_measured(__file__, spec, f"{spec['tool']} run")
     result["process_wall"] = wall
     result["peak_rss_mib"] = peak / 1024**2
     result["output_size"] = output.stat().st_size
@@ -408,9 +349,7 @@ def main(argv=None) -> int:
         "loadavg_after": os.getloadavg(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"summary: {summary_path.relative_to(ROOT)}")
+    write_summary(stem, summary)
     return 0
 
 

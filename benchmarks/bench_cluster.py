@@ -26,7 +26,6 @@ A JSON summary is written to ``benchmarks/results/cluster_<files>x<frames>.json`
 """
 
 import argparse
-import json
 import os
 import pathlib
 import platform
@@ -39,15 +38,16 @@ import time
 import distributed
 import h5py
 import numpy as np
+from _common import write_summary  # sibling script
 
 from dcbg import Background, get_available_background_methods
 from dcbg.cluster import canonical_ppid, get_output_path, process_many
+from dcbg.local_cluster import start_local_cluster
 from dcbg.run_options import cpu_count
 from dcbg.testing import make_synthetic_measurement
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT / "benchmarks" / "_data" / "cluster"
-RESULTS_DIR = ROOT / "benchmarks" / "results"
 
 #: default PPIDs of the two median methods
 DEFAULT_PPIDS = ("rollmed:k=100^b=10000", "sparsemed:k=200^s=1^t=0^f=0.8^o=1")
@@ -140,16 +140,9 @@ def main():
     work = pathlib.Path(tempfile.mkdtemp(prefix="dcbg-bench-cluster-"))
     try:
         t0 = time.perf_counter()
-        with (
-            distributed.LocalCluster(
-                n_workers=args.workers,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=None,
-            ) as cluster,
-            distributed.Client(cluster) as client,
-        ):
+        # the cluster dcbg batch starts (process_many without a client)
+        cluster, client = start_local_cluster(args.workers, 1)
+        with cluster, client:
             client.wait_for_workers(args.workers)
             summary["cluster_start_s"] = time.perf_counter() - t0
             # warm-up: import dcbg and load the kernels on every worker
@@ -224,10 +217,7 @@ def main():
             f"{row['speedup']:>7.2f}x {row['overhead_per_task_s'] * 1e3:>11.0f} ms "
             f"{row['skip_task_wall_s'] * 1e3:>7.0f} ms"
         )
-    RESULTS_DIR.mkdir(exist_ok=True)
-    out = RESULTS_DIR / f"cluster_{args.files}x{args.frames}.json"
-    out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"wrote {out.relative_to(ROOT)}")
+    write_summary(f"cluster_{args.files}x{args.frames}", summary)
 
 
 def _warm_up(input_path, ppid):

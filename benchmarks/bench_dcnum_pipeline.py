@@ -24,7 +24,6 @@ import pathlib
 import platform
 import statistics
 import sys
-import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -33,13 +32,12 @@ if importlib.util.find_spec("dcbg") is None:
     sys.path.insert(0, str(ROOT))
 
 # sibling scripts: the same data and memory sampling as bench_background.py
-from bench_background import DATA_DIR, RESULTS_DIR, tree_rss  # noqa: E402
+from _common import report_result, run_measured, write_summary  # noqa: E402
+from bench_background import DATA_DIR  # noqa: E402
 from bench_background import get_input as bench_input  # noqa: E402
 from make_dataset import parse_shape  # noqa: E402
 
 TOOLS = ("dcnum", "dcbg")
-RESULT_MARKER = "BENCH-RESULT "
-SAMPLE_INTERVAL = 0.02  # seconds between memory samples
 #: background keyword arguments per method (dcnum's defaults)
 METHOD_KWARGS = {"rollmed": {}, "sparsemed": {}}
 
@@ -75,38 +73,15 @@ def run_child(spec: dict) -> None:
         timing["job"] = time.perf_counter() - t0
     if runner.error_tb:
         raise RuntimeError(runner.error_tb)
-    print(RESULT_MARKER + json.dumps(timing), flush=True)
+    report_result(timing)
 
 
 def measure(spec: dict) -> dict:
     """Run `spec` in a fresh process, return its timings and peak memory"""
-    import psutil
-
     output = pathlib.Path(spec["output"])
     output.unlink(missing_ok=True)
     output.with_suffix(".log").unlink(missing_ok=True)
-    cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--_run"]
-    cmd.append(json.dumps(spec))
-    # log files instead of pipes: a full pipe would block the child
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = psutil.Popen(cmd, stdout=out, stderr=err)
-        peak = 0
-        while proc.poll() is None:
-            peak = max(peak, tree_rss(proc))
-            time.sleep(SAMPLE_INTERVAL)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"{spec['tool']} run failed (exit code {proc.returncode}):\n{stderr}"
-        )
-    for line in stdout.splitlines():
-        if line.startswith(RESULT_MARKER):
-            result = json.loads(line[len(RESULT_MARKER) :])
-            break
-    else:
-        raise RuntimeError(f"no result from {spec['tool']}:\n{stdout}\n{stderr}")
+    result, _, peak = run_measured(__file__, spec, f"{spec['tool']} run")
     result["peak_rss_mib"] = peak / 1024**2
     return result
 
@@ -299,10 +274,7 @@ def main(argv=None) -> int:
             "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         },
     }
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    summary_path = RESULTS_DIR / f"dcnum_pipeline_{args.frames}.json"
-    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"summary: {summary_path.relative_to(ROOT)}")
+    write_summary(f"dcnum_pipeline_{args.frames}", summary)
     return 0
 
 

@@ -29,7 +29,6 @@ import os
 import pathlib
 import statistics
 import sys
-import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -37,11 +36,9 @@ if importlib.util.find_spec("dcbg") is None:
     # allow running from a source checkout without installing dcbg
     sys.path.insert(0, str(ROOT))
 
-from bench_background import DATA_DIR, RESULTS_DIR, get_input, tree_rss  # noqa: E402
+from _common import report_result, run_measured, write_summary  # noqa: E402
+from bench_background import DATA_DIR, get_input  # noqa: E402
 
-RESULT_MARKER = "BENCH-RESULT "
-#: seconds between memory samples of the child process
-SAMPLE_INTERVAL = 0.02
 #: what is run: label -> (tool, method code or "iofloor")
 RUNS = {
     "dcnum sparsemed": ("dcnum", "sparsemed"),
@@ -105,33 +102,13 @@ def run_child(spec: dict) -> None:
     # workers): on a shared, busy machine the work done, where wall-clock
     # time mostly shows the waiting for a core
     cpu = sum(cpu1[:4]) - sum(cpu0[:4])
-    print(RESULT_MARKER + json.dumps({"seconds": seconds, "cpu": cpu}), flush=True)
+    report_result({"seconds": seconds, "cpu": cpu})
 
 
 def measure(spec: dict) -> dict:
     """Run `spec` in a fresh process; its seconds and peak memory"""
-    import psutil
-
     pathlib.Path(spec["output"]).unlink(missing_ok=True)
-    cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--_run"]
-    cmd.append(json.dumps(spec))
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = psutil.Popen(cmd, stdout=out, stderr=err)
-        peak = 0
-        while proc.poll() is None:
-            peak = max(peak, tree_rss(proc))
-            time.sleep(SAMPLE_INTERVAL)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{spec} failed (exit code {proc.returncode}):\n{stderr}")
-    for line in stdout.splitlines():
-        if line.startswith(RESULT_MARKER):
-            result = json.loads(line[len(RESULT_MARKER) :])
-            break
-    else:
-        raise RuntimeError(f"no result from {spec}:\n{stdout}\n{stderr}")
+    result, _, peak = run_measured(__file__, spec, str(spec))
     result["peak_rss_mib"] = peak / 1024**2
     return result
 
@@ -200,7 +177,6 @@ def main(argv=None) -> int:
         for label in labels
     )
     print(f"\n{args.frames} frames: {line}")
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     summary = {
         "frames": args.frames,
         "num_cpus": args.num_cpus,
@@ -212,9 +188,7 @@ def main(argv=None) -> int:
         "loadavg": os.getloadavg(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    path = RESULTS_DIR / f"robust_{args.frames}.json"
-    path.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"summary: {path.relative_to(ROOT)}")
+    write_summary(f"robust_{args.frames}", summary)
     return 0
 
 

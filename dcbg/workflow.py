@@ -176,7 +176,9 @@ def process_file(
         input_path, output_path, method_cls.get_ppid_from_ppkw(kwargs), "failed"
     )
     if not resume:
-        # an unusable input is named before anything about the output
+        # an unusable input is named before anything about the output;
+        # a resumed batch keeps a complete output even if its input has
+        # gone (the method checks the input when it computes)
         check_input_path(input_path)
     check_output_dir(output_path)
     # The output's lock is held from the check whether it exists to the
@@ -199,15 +201,16 @@ def process_file(
 
 def _refuse_existing_output(input_path: pathlib.Path, output_path: pathlib.Path):
     """FileExistsError if the output is the input or exists"""
+    if not os.path.lexists(output_path):
+        return  # the input exists: a missing output path is not the input
     if same_file(input_path, output_path):
         raise FileExistsError(
             f"Output file '{output_path}' is the input file; use --force to "
             f"write the background into the input file"
         )
-    if os.path.lexists(output_path):
-        raise FileExistsError(
-            f"Output file '{output_path}' already exists; use --force to replace it"
-        )
+    raise FileExistsError(
+        f"Output file '{output_path}' already exists; use --force to replace it"
+    )
 
 
 def check_existing_output(output_path: pathlib.Path, ppid: str) -> int | None:
