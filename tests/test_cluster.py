@@ -11,6 +11,7 @@ import importlib
 import json
 import os
 import pathlib
+import pickle
 import shutil
 import signal
 import subprocess
@@ -250,6 +251,28 @@ def test_process_file_errors_are_results(tmp_path):
     assert result.error == f"Input file '{missing}' does not exist"
     result = process_file(missing, tmp_path / "x.rtdc", "nomethod:k=1")
     assert result.status == "failed" and "nomethod" in result.error
+
+
+def test_process_file_results_name_the_parameters(cytoshot, tmp_path):
+    """An error or warning about a keyword argument says which one (dcbg
+    batch words it with its option), also after a Dask worker sent it"""
+    failed = process_file(cytoshot, tmp_path / "roll.rtdc", "rollmed:k=20^b=30")
+    assert failed.status == "failed"
+    assert "kernel_size=20 is larger than the number of frames" in failed.error
+    assert failed.error_parameter == "kernel_size"
+    with h5py.File(cytoshot) as h5:
+        time_ = h5["events/time"][:]
+    split_time = float(f"{(time_[-1] - time_[0]) / 13 / 2:.3g}")  # 2 per frame
+    done = process_file(
+        cytoshot, tmp_path / "sparse.rtdc", f"sparsemed:k=3^s={split_time}", num_cpus=1
+    )
+    assert done.status == "done", done.error
+    assert done.error is None and done.error_parameter is None
+    (warning,) = done.warnings
+    assert warning.startswith(f"split_time={split_time} s gives ")
+    assert done.warning_parameters == [("split_time",)]
+    # what a worker sends back is a pickled copy
+    assert pickle.loads(pickle.dumps(done)) == done
 
 
 def test_stale_partials(measurements, tmp_path):
