@@ -567,3 +567,26 @@ def test_options_object_with_framework_keyword_is_an_error(
             **keywords,
         )
     assert not (tmp_path / "out.rtdc").exists()
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "parameter"),
+    [
+        (BackgroundRollMed, {"kernel_size": 3}, "kernel_size"),
+        (BackgroundRollMed, {"kernel_size": 4, "batch_size": 4}, "batch_size"),
+        (BackgroundRollMed, {"kernel_size": 20, "batch_size": 30}, "kernel_size"),
+        (BackgroundSparseMed, {"frac_cleansing": 2}, "frac_cleansing"),
+        (BackgroundSparseMed, {"split_time": 0}, "split_time"),
+        (BackgroundSparseMed, {"offset_correction": 2}, "offset_correction"),
+        (BackgroundSparseMed, {"split_time": 1e-12}, "split_time"),
+    ],
+)
+def test_parameter_errors_name_their_parameter(
+    cytoshot, tmp_path, cls, kwargs, parameter
+):
+    from dcbg.errors import ParameterError
+
+    with pytest.raises(ParameterError, match=parameter) as info:
+        cls(cytoshot, tmp_path / "out.rtdc", **kwargs)
+    assert info.value.parameter == parameter
+    assert leftovers(tmp_path, {cytoshot.name}) == []

@@ -169,3 +169,21 @@ def test_unknown_kwarg(code, cytoshot, tmp_path):
     with pytest.raises(TypeError, match=r"(unknown|unexpected) keyword.*'kernel'"):
         method(code)(cytoshot, tmp_path / "out.rtdc", kernel=3)
     assert leftovers(tmp_path, {cytoshot.name}) == []
+
+
+@pytest.mark.parametrize("code", METHODS)
+def test_framework_keywords_pass_through_as_options(code, cytoshot, tmp_path):
+    from dcbg.run_options import RunOptions
+
+    cls = method(code)
+    init = inspect.signature(cls.__init__).parameters
+    # a method declares only its own parameters (and dcnum's positional ones)
+    for name in ("basin_root", "allow_remote_basins", "options"):
+        assert name not in init, name
+    options = RunOptions.create(compress=False, num_cpus=1)
+    kwargs = EXAMPLE_KWARGS.get(code, {})
+    with cls(cytoshot, tmp_path / "out.rtdc", options=options, **kwargs) as bg:
+        assert bg.options is options and bg.num_cpus == 1 and not bg.compress
+    with pytest.raises(TypeError, match="num_cpus"):
+        cls(cytoshot, tmp_path / "out.rtdc", num_cpus=1, options=options, **kwargs)
+    assert leftovers(tmp_path, {cytoshot.name}) == []
