@@ -141,6 +141,11 @@ class LazyCommands(collections.abc.MutableMapping):
             self._built[name] = self._entries[name].build(self._methods)
         return self._built[name]
 
+    def get(self, name, default=None):
+        # not Mapping.get: a KeyError while a command is built is a bug to
+        # show, not an unknown command
+        return self[name] if name in self else default
+
     def __setitem__(self, name, cmd):
         self._built[name] = cmd
 
