@@ -1,5 +1,8 @@
 """What the benchmark scripts share: one timed run in a fresh process
 
+Importing it puts the source checkout on ``sys.path`` when dcbg is not
+installed, so the scripts run from a checkout too.
+
 A benchmark script runs each measurement in a new Python process (its
 own imports, caches and memory): the parent starts ``<script> --_run
 <spec as JSON>`` with :func:`run_measured`, samples the summed RSS of
@@ -7,15 +10,23 @@ that process and all of its children (dcnum spawns workers) and reads
 the one result line the child prints with :func:`report_result`.
 """
 
+import argparse
+import importlib.util
 import json
 import os
 import pathlib
+import platform
 import sys
 import tempfile
 import time
 
+from make_dataset import parse_shape  # sibling script
+
 #: the checkout the benchmarks belong to
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+if importlib.util.find_spec("dcbg") is None:
+    # allow running from a source checkout without installing dcbg
+    sys.path.insert(0, str(ROOT))
 #: where the JSON summaries are written
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 #: the child's result line starts with this (its other output is ignored)
@@ -126,3 +137,36 @@ def write_summary(name: str, summary: dict) -> pathlib.Path:
     path.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"summary: {path.relative_to(ROOT)}")
     return path
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The synthetic data set's options and the child's hidden ``--_run``"""
+    parser.add_argument("--shape", type=parse_shape, default=(80, 320))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--streaks", type=int, default=2)
+    parser.add_argument("--_run", help=argparse.SUPPRESS)
+
+
+def run_if_child(args, run_child) -> bool:
+    """In the child process (``--_run``): do the run, return True"""
+    if not args._run:
+        return False
+    run_child(json.loads(args._run))
+    return True
+
+
+def machine_info(load_before) -> dict:
+    """Where a benchmark ran: CPUs, versions, load before and after, date"""
+    import dcnum
+    import numpy as np
+
+    return {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "dcnum": dcnum.__version__,
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }

@@ -23,28 +23,24 @@ the same settings.
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-if importlib.util.find_spec("dcbg") is None:
-    # allow running from a source checkout without installing dcbg
-    sys.path.insert(0, str(ROOT))
-
 # sibling scripts
-from _common import (  # noqa: E402
+from _common import (
     RESULTS_DIR,
+    ROOT,
+    add_common_arguments,
+    machine_info,
     report_result,
+    run_if_child,
     run_measured,
     write_summary,
 )
-from make_dataset import parse_shape  # noqa: E402
 
 DATA_DIR = ROOT / "benchmarks" / "_data"
 
@@ -191,16 +187,13 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-compress", action="store_true", help="compress=False")
     parser.add_argument("--only", choices=TOOLS, help="run only one tool")
-    parser.add_argument("--shape", type=parse_shape, default=(80, 320))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--streaks", type=int, default=2)
+    add_common_arguments(parser)
     parser.add_argument(
         "--duration",
         type=float,
         help="spread the frames over this many seconds (a slow sample: "
         "few events over a long measurement); default: the camera's rate",
     )
-    parser.add_argument("--_run", help=argparse.SUPPRESS)
     return parser
 
 
@@ -235,8 +228,7 @@ def print_table(results: dict) -> None:
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    if args._run:
-        run_child(json.loads(args._run))
+    if run_if_child(args, run_child):
         return 0
 
     kwargs = {}
@@ -336,19 +328,7 @@ def main(argv=None) -> int:
     if cmp is not None:
         print(f"identical: {'yes' if cmp['identical'] else 'no'} ({cmp})")
 
-    import dcnum
-    import numpy as np
-
-    summary["machine"] = {
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "dcnum": dcnum.__version__,
-        "loadavg_before": load_before,
-        "loadavg_after": os.getloadavg(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
+    summary["machine"] = machine_info(load_before)
     write_summary(stem, summary)
     return 0
 

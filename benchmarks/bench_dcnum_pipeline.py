@@ -17,25 +17,23 @@ A JSON summary is written to
 """
 
 import argparse
-import importlib.util
-import json
 import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-if importlib.util.find_spec("dcbg") is None:
-    # allow running from a source checkout without installing dcbg
-    sys.path.insert(0, str(ROOT))
-
 # sibling scripts: the same data and memory sampling as bench_background.py
-from _common import report_result, run_measured, write_summary  # noqa: E402
-from bench_background import DATA_DIR  # noqa: E402
-from bench_background import get_input as bench_input  # noqa: E402
-from make_dataset import parse_shape  # noqa: E402
+from _common import (
+    add_common_arguments,
+    machine_info,
+    report_result,
+    run_if_child,
+    run_measured,
+    write_summary,
+)
+from bench_background import DATA_DIR
+from bench_background import get_input as bench_input
 
 TOOLS = ("dcnum", "dcbg")
 #: background keyword arguments per method (dcnum's defaults)
@@ -145,10 +143,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--num-procs", type=int, default=os.cpu_count(), help="dcnum's num_procs"
     )
-    parser.add_argument("--shape", type=parse_shape, default=(80, 320))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--streaks", type=int, default=2)
-    parser.add_argument("--_run", help=argparse.SUPPRESS)
+    add_common_arguments(parser)
     return parser
 
 
@@ -192,8 +187,7 @@ def print_table(results: dict, frames: int) -> None:
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    if args._run:
-        run_child(json.loads(args._run))
+    if run_if_child(args, run_child):
         return 0
     methods = args.method or sorted(METHOD_KWARGS)
     input_path = get_input(args)
@@ -249,9 +243,6 @@ def main(argv=None) -> int:
         if not res["comparison"]["identical"]:
             print(f"{method}: outputs differ: {res['comparison']}")
 
-    import dcnum
-    import numpy as np
-
     summary = {
         "config": {
             "frames": args.frames,
@@ -263,16 +254,7 @@ def main(argv=None) -> int:
             "kwargs": {m: METHOD_KWARGS[m] for m in methods},
         },
         "results": results,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "dcnum": dcnum.__version__,
-            "loadavg_before": load_before,
-            "loadavg_after": os.getloadavg(),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        },
+        "machine": machine_info(load_before),
     }
     write_summary(f"dcnum_pipeline_{args.frames}", summary)
     return 0

@@ -23,7 +23,6 @@ Prints one table and writes ``benchmarks/results/robust_<frames>.json``.
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import pathlib
@@ -31,13 +30,8 @@ import statistics
 import sys
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-if importlib.util.find_spec("dcbg") is None:
-    # allow running from a source checkout without installing dcbg
-    sys.path.insert(0, str(ROOT))
-
-from _common import report_result, run_measured, write_summary  # noqa: E402
-from bench_background import DATA_DIR, get_input  # noqa: E402
+from _common import report_result, run_measured, write_summary
+from bench_background import DATA_DIR, get_input
 
 #: what is run: label -> (tool, method code or "iofloor")
 RUNS = {
