@@ -61,9 +61,13 @@ REPLAY_ENV = "DCBG_FUZZ_REPLAY"
 CASE_TIMEOUT = 30
 
 #: exception types a user error is raised as (anything else is a bug)
+#: (dcbg.errors' types derive from ValueError and OSError: they carry the
+#: file, feature or parameter concerned)
 USER_ERRORS = ("ValueError", "OSError", "TypeError", "FileNotFoundError",
                "ImageReadError", "ChecksumError", "PermissionError",
-               "DamagedAttributeError")  # fmt: skip
+               "DamagedAttributeError", "InputFileError", "StoredDataError",
+               "DataReadError", "ReadError", "ChunkSizeError",
+               "BasinWorkExceeded", "ParameterError")  # fmt: skip
 
 #: methods tried on every mutated file (small kernels: 11-13 frames)
 METHODS = {
