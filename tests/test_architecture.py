@@ -170,18 +170,34 @@ NOT_FOR_THE_COMMAND_LIST = (
     "dcbg.cli.check",
 )
 
-LIST_COMMANDS = """
+SHOW_HELP = """
 import contextlib, io, sys
 from dcbg.cli.main import main
 with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):
-    main(["--help"])
-assert "compute  Compute the background of the RT-DC measurement" in out.getvalue()
+    main({args!r})
+assert {expected!r} in out.getvalue()
 print(sorted(m for m in {names!r} if m in sys.modules))
 """
 
+#: the help of a command that takes no method options needs no method
+NO_METHODS = ("numpy", "h5py", "dcbg.feat", "dcbg.cli.options")
 
-def test_command_list_builds_no_command():
-    code = LIST_COMMANDS.format(names=NOT_FOR_THE_COMMAND_LIST)
+
+@pytest.mark.parametrize(
+    ("args", "expected", "names"),
+    [
+        (
+            ["--help"],
+            "compute  Compute the background of the RT-DC measurement",
+            NOT_FOR_THE_COMMAND_LIST,
+        ),
+        (["plot", "--help"], "--basin-root DIR", NO_METHODS),
+        (["check", "--help"], "--max-events INTEGER", NO_METHODS),
+    ],
+    ids=["dcbg", "plot", "check"],
+)
+def test_help_imports_only_what_it_shows(args, expected, names):
+    code = SHOW_HELP.format(args=args, expected=expected, names=names)
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout

@@ -4,7 +4,8 @@ The modules: :mod:`~dcbg.cli.main` (the command group, light),
 :mod:`~dcbg.cli.commands` (the table of commands and their summaries,
 the lazily building group), one module per command (``compute``,
 ``methods``, ``plot``, ``batch``, ``check``), :mod:`~dcbg.cli.options`
-(method options and method choice) and :mod:`~dcbg.cli.runtime` (errors,
+(method options and method choice), :mod:`~dcbg.cli.shared_options`
+(INPUT and the basin options) and :mod:`~dcbg.cli.runtime` (errors,
 signals, warnings, progress).
 
 :func:`main` takes over the stop signals (SIGINT, SIGTERM, SIGHUP; SIGBREAK

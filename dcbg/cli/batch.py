@@ -25,7 +25,6 @@ if typing.TYPE_CHECKING:
 from .commands import command
 from .options import (
     add_method_options,
-    basin_options,
     method_options,
     option_flags,
     resolve_method,
@@ -38,6 +37,7 @@ from .runtime import (
     progress_style,
     with_flags,
 )
+from .shared_options import basin_options
 
 
 class FileProgress:

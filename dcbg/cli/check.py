@@ -13,13 +13,13 @@ import contextlib
 import click
 
 from .commands import command
-from .options import basin_options, input_argument
 from .runtime import (
     Interrupted,
     command_guard,
     configure_logging,
     echo_result,
 )
+from .shared_options import basin_options, input_argument
 
 #: exit status when the check finds a problem
 EXIT_PROBLEM = 1

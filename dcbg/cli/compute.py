@@ -18,9 +18,7 @@ from ..feat.feat_background import get_available_background_methods
 from .commands import command
 from .options import (
     add_method_options,
-    basin_options,
     create_run_options,
-    input_argument,
     method_options,
     option_flags,
     resolve_method,
@@ -33,6 +31,7 @@ from .runtime import (
     finish_when,
     progress_style,
 )
+from .shared_options import basin_options, input_argument
 
 
 def run_compute(

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import pathlib
 import re
 import types
 import typing
@@ -37,6 +36,7 @@ from ..errors import ParameterError
 from ..feat.feat_background import get_available_background_methods
 from ..feat.feat_background.base import resolve_method as resolve_ppid_or_method
 from ..run_options import FRAMEWORK_KEYWORDS
+from .shared_options import stacked
 
 #: click types for the annotation types of keyword arguments
 CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
@@ -273,55 +273,7 @@ def method_options(methods: dict):
         ),
     ]
 
-    def decorate(func):
-        for option in reversed(options):
-            func = option(func)
-        return func
-
-    return decorate
-
-
-def input_argument(name: str = "path"):
-    """Decorator: the INPUT argument, a path the API checks (value: `name`)"""
-    return click.argument(
-        name, metavar="INPUT", type=click.Path(path_type=pathlib.Path)
-    )
-
-
-def basin_options():
-    """Decorator: the ``--basin-root`` and ``--allow-remote-basins`` options
-
-    Shared by ``dcbg compute``, ``dcbg batch`` and ``dcbg check``; their
-    values arrive as ``basin_root`` (a path or None) and
-    ``allow_remote_basins`` (bool).
-    See :mod:`dcbg.io.input.policy` for the policy they set.
-    """
-    options = [
-        click.option(
-            "--basin-root",
-            metavar="DIR",
-            type=click.Path(exists=True, file_okay=False, path_type=pathlib.Path),
-            default=None,
-            help="Follow file basins of the input only to files inside DIR "
-            "(symbolic links resolved); other file basins are refused and "
-            "not carried into the output. Default: file basins anywhere "
-            "(regular HDF5 files only).",
-        ),
-        click.option(
-            "--allow-remote-basins",
-            is_flag=True,
-            help="Follow remote basins (http, S3, DCOR) of the input: dcbg "
-            "then contacts the hosts that the input names. Default: remote "
-            "basins are refused and no network request is made.",
-        ),
-    ]
-
-    def decorate(func):
-        for option in reversed(options):
-            func = option(func)
-        return func
-
-    return decorate
+    return stacked(options)
 
 
 def make_click_option(kwarg: MethodKwarg) -> click.Option:

@@ -13,8 +13,8 @@ import pathlib
 import click
 
 from .commands import command
-from .options import basin_options, input_argument
 from .runtime import configure_logging, echo_result, errors_as_messages
+from .shared_options import basin_options, input_argument
 
 
 def make_plot_command() -> click.Command:
