@@ -5,7 +5,11 @@
 optional):
 
 - :mod:`dcbg.check.analysis`: :func:`check_background` and the
-  :class:`CheckResult` (how ghosts and flicker are found);
+  :class:`CheckResult` (how ghosts and flicker are found); the file is
+  opened as :func:`dcbg.workflow.open_measurement` opens inputs (basins
+  under the user's policy), and
+  :func:`~dcbg.check.analysis.check_measurement` checks one already open
+  (``dcbg plot`` reads its figure and the check from one opening);
 - :mod:`dcbg.check.report`: verdict, time ranges, advice and the JSON
   object of ``dcbg check --json`` (:func:`result_to_dict`);
 - :mod:`dcbg.check.robust`: the robust estimators (per-pixel mode,
