@@ -31,7 +31,7 @@ import pathlib
 import h5py
 import numpy as np
 
-from ...errors import InputFileError, one_line
+from ...errors import InputFileError, StoredDataError, one_line
 from ..images import check_storage
 from .safe_open import FileRefused, NotHDF5File, check_hdf5_file
 
@@ -203,16 +203,15 @@ def check_readable(h5: h5py.File, path: pathlib.Path, groups=("logs", "tables"))
             # not h5.get(): it returns None for a damaged object header
             group = h5[gname]
             if not isinstance(group, h5py.Group):
-                raise InputFileError(path, f"'{gname}' is not a group")
+                raise ValueError(f"'{gname}' is not a group")
             for name in group:
                 item = group[name]
                 if isinstance(item, h5py.Dataset):
                     check_storage(item, f"'{gname}/{name}' of '{path}'")
                     item[()]
-        except InputFileError as exc:
-            if exc.path == pathlib.Path(path):
-                raise  # names the file already
-            raise _damaged(path, gname, exc) from exc
+        except StoredDataError as exc:
+            # check_storage's message names the dataset and the file
+            raise InputFileError(path, str(exc)) from exc
         except H5_READ_ERRORS as exc:
             raise _damaged(path, gname, exc) from exc
 
