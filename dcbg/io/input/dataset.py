@@ -85,6 +85,7 @@ def policy_file_basin_class():
             self._measurement = measurement
             super().__init__(location, **kwargs)
 
+        # the abstract method every dclab basin class implements
         def _load_dataset(self, location, **kwargs):
             return self._measurement.ds
 
