@@ -201,7 +201,7 @@ class BackgroundSparseMed(SparseSeriesBackground):
             per_frame = self.duration / self.image_count
             msg = (
                 f"split_time={self.split_time} s gives {steps} background "
-                f"images for the {self.image_count} frames of {self._where()}; "
+                f"images for the {self.image_count} frames of {self.describe_input()}; "
                 f"most of them serve no frame (split_time >= {per_frame:.3g} s "
                 f"gives at most one per frame)"
             )

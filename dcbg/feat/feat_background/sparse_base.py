@@ -67,11 +67,6 @@ BYTES_PER_SERIES_STEP = 160
 READ_BLOCK_FRAMES = 256
 
 
-def describe_input(bg) -> str:
-    """How messages name the input of `bg`: its quoted path or "the input array" """
-    return bg.describe_input()
-
-
 def check_series_kwargs(kernel_size, split_time, offset_correction):
     """The checks of the keyword arguments both sparse methods have"""
     check_positive_int("kernel_size", kernel_size)
@@ -91,7 +86,7 @@ def check_frame_rate(bg, rate) -> float:
     ):
         raise InputFileError(
             bg.hdin.path,
-            f"Input file {describe_input(bg)} declares the frame rate {rate!r} "
+            f"Input file {bg.describe_input()} declares the frame rate {rate!r} "
             f"(attribute 'imaging:frame rate'); expected a positive number "
             f"of frames per second",
         )
@@ -155,7 +150,7 @@ def check_series_size(bg):
     if not np.all(np.isfinite(bg.time)):
         raise InputFileError(
             bg.hdin.path if bg.hdin is not None else None,
-            f"The frame times of {describe_input(bg)} (feature 'time', or "
+            f"The frame times of {bg.describe_input()} (feature 'time', or "
             f"'frame' and the frame rate) hold non-finite values; expected "
             f"finite times in seconds",
             feature="time",
@@ -168,7 +163,7 @@ def check_series_size(bg):
         raise ParameterError(
             "split_time",
             f"split_time={bg.split_time} s gives {steps:.4g} background "
-            f"series steps for the {bg.duration:.4g} s of {describe_input(bg)}; "
+            f"series steps for the {bg.duration:.4g} s of {bg.describe_input()}; "
             f"their per-step values would need {need:.3g} MiB, more than "
             f"the {SERIES_MEMORY_BUDGET // 1024**2} MiB allowed; expected "
             f"split_time >= {bg.duration / max_steps:.3g} s",
@@ -194,25 +189,14 @@ class SparseSeriesBackground(Background):
     its ``process_approach`` :meth:`read_pass` and :meth:`store_series`.
     """
 
-    def _where(self) -> str:
-        return describe_input(self)
-
-    def _get_time_axis(self) -> np.ndarray:
-        """Frame times in seconds, from the best source available"""
-        return frame_times(self)
-
-    def _check_series_size(self):
-        """Refuse a series whose per-step values exceed the memory budget"""
-        check_series_size(self)
-
     def plan_series_times(self):
         """Frame times, duration and the times of the series steps"""
         #: time of each frame relative to the first frame, seconds
-        self.time = self._get_time_axis()
+        self.time = frame_times(self)
         #: duration of the measurement, seconds
         self.duration = self.time[-1] - self.time[0]
         # before the series is allocated (its size follows from these)
-        self._check_series_size()
+        check_series_size(self)
         #: times of the background series, seconds
         self.step_times = np.arange(0, self.duration, self.split_time)
         if self.step_times.size == 0:
