@@ -61,9 +61,8 @@ class BackgroundRollMed(Background):
             use is about ``2 * batch_size`` frames; the result does not
             depend on it.
         input_data, output_path, compress, num_cpus, framework:
-            As for :class:`.Background`; the framework keywords
-            (`basin_root`, `allow_remote_basins`, `options`) are
-            keyword-only.
+            As for :class:`.Background` (framework: its keyword-only
+            basin and run options)
         """
         super().__init__(
             input_data,

@@ -99,9 +99,8 @@ class BackgroundSparseMed(SparseSeriesBackground):
             background image), so that ``image_bg + bg_off`` follows
             frame-to-frame flicker of the illumination.
         input_data, output_path, compress, num_cpus, framework:
-            As for :class:`.Background`; the framework keywords
-            (`basin_root`, `allow_remote_basins`, `options`) are
-            keyword-only.
+            As for :class:`.Background` (framework: its keyword-only
+            basin and run options)
         """
         super().__init__(
             input_data,

@@ -142,9 +142,8 @@ class BackgroundSparseMode(SparseSeriesBackground):
             Correct each frame's brightness offset before counting, and
             write the per-frame offset "bg_off".
         input_data, output_path, compress, num_cpus, framework:
-            As for :class:`.Background`; the framework keywords
-            (`basin_root`, `allow_remote_basins`, `options`) are
-            keyword-only.
+            As for :class:`.Background` (framework: its keyword-only
+            basin and run options)
         """
         super().__init__(
             input_data,
