@@ -62,22 +62,26 @@ def test_paths_open_as_rtdc_measurements():
         measurement.close()
 
 
+class Frames:
+    """Some object that is not array-like (no shape): a list of frames"""
+
+    def __init__(self, frames):
+        self.frames = frames
+
+
+class FramesInput(ArrayInput):
+    """A new input kind: all it takes is this class, registered"""
+
+    @classmethod
+    def accepts(cls, input_data):
+        return isinstance(input_data, Frames)
+
+    @classmethod
+    def open(cls, input_data, policy=None, writable=False):
+        return cls(ImageStack(np.stack(input_data.frames), name="frames"))
+
+
 def test_a_new_input_kind_is_one_registered_class(monkeypatch):
-    class Frames:
-        """Some object that is not array-like (no shape)"""
-
-        def __init__(self, frames):
-            self.frames = frames
-
-    class FramesInput(ArrayInput):
-        @classmethod
-        def accepts(cls, input_data):
-            return isinstance(input_data, Frames)
-
-        @classmethod
-        def open(cls, input_data, policy=None, writable=False):
-            return cls(ImageStack(np.stack(input_data.frames), name="frames"))
-
     monkeypatch.setattr("dcbg.io.input.registry.INPUT_KINDS", list(INPUT_KINDS))
     frames = Frames([np.full((4, 5), i, dtype=np.uint8) for i in range(3)])
     with pytest.raises(TypeError):
@@ -86,3 +90,22 @@ def test_a_new_input_kind_is_one_registered_class(monkeypatch):
     measurement = open_input(frames)
     assert isinstance(measurement, FramesInput)
     assert measurement.images.read(2, 3)[0, 0, 0] == 2
+
+
+def test_methods_read_a_new_input_kind_unchanged(monkeypatch, tmp_path):
+    """A method opens its input through the registry (no branch per kind)"""
+    from dcbg import BackgroundRollMed
+
+    monkeypatch.setattr("dcbg.io.input.registry.INPUT_KINDS", list(INPUT_KINDS))
+    register_input_kind(FramesInput, first=True)
+    rng = np.random.default_rng(3)
+    stack = rng.integers(0, 256, size=(9, 6, 7), dtype=np.uint8)
+    results = []
+    for input_data, name in ((stack, "array"), (Frames(list(stack)), "frames")):
+        out = tmp_path / f"{name}.rtdc"
+        with BackgroundRollMed(input_data, out, kernel_size=4, batch_size=4) as bg:
+            assert bg.hdin is None and bg.image_count == 9
+            bg.process()
+        with h5py.File(out) as h5:
+            results.append(h5["events/image_bg"][:])
+    assert np.array_equal(results[0], results[1])
