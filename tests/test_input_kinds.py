@@ -103,7 +103,7 @@ def test_methods_read_a_new_input_kind_unchanged(monkeypatch, tmp_path):
     results = []
     for input_data, name in ((stack, "array"), (Frames(list(stack)), "frames")):
         out = tmp_path / f"{name}.rtdc"
-        with BackgroundRollMed(input_data, out, kernel_size=4, batch_size=4) as bg:
+        with BackgroundRollMed(input_data, out, kernel_size=4, batch_size=6) as bg:
             assert bg.hdin is None and bg.image_count == 9
             bg.process()
         with h5py.File(out) as h5:
