@@ -257,14 +257,17 @@ def method_kwargs(path: pathlib.Path, method: str, pset: str) -> dict:
 
 
 def refusal_kind(exc: BaseException) -> str:
-    """The kind of a refusal: the exception class, dcnum's asserts as ValueError
+    """The kind of a refusal: the built-in exception class a caller catches
 
     dcnum checks parameters with ``assert`` (AssertionError, gone under
-    ``python -O``), dcbg with ValueError naming the parameter.
+    ``python -O``), dcbg with ValueError naming the parameter. dcbg's own
+    error types (:mod:`dcbg.errors`, e.g. ParameterError) count as the
+    built-in class they derive from: ``except ValueError`` catches both.
     """
     if isinstance(exc, AssertionError):
         return "ValueError"
-    return type(exc).__name__
+    builtin = next(cls for cls in type(exc).__mro__ if cls.__module__ == "builtins")
+    return builtin.__name__
 
 
 def run_tool(
