@@ -77,7 +77,7 @@ class FramesInput(ArrayInput):
         return isinstance(input_data, Frames)
 
     @classmethod
-    def open(cls, input_data, policy=None, writable=False):
+    def open(cls, input_data, policy=None):
         return cls(ImageStack(np.stack(input_data.frames), name="frames"))
 
 

@@ -45,8 +45,8 @@ class ArrayInput:
         return not isinstance(input_data, (str, os.PathLike))
 
     @classmethod
-    def open(cls, input_data, policy=None, writable: bool = False) -> ArrayInput:
-        """The frames of `input_data`; `policy` and `writable` do not apply
+    def open(cls, input_data, policy=None) -> ArrayInput:
+        """The frames of `input_data`; `policy` does not apply
 
         Raises
         ------

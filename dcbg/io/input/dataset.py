@@ -95,7 +95,7 @@ def policy_file_basin_class():
     return PolicyHDF5Basin
 
 
-def open_rtdc(path: pathlib.Path, writable: bool = False):
+def open_rtdc(path: pathlib.Path):
     """dclab's dataset of an .rtdc file with file and remote basins off
 
     The dataset follows no basin until :func:`use_basins` gives it the
@@ -110,7 +110,7 @@ def open_rtdc(path: pathlib.Path, writable: bool = False):
     # HDF5's default locking flags (what a plain ``h5py.File(path)`` uses):
     # with dclab's default (no locking) the user could not open the same
     # file with h5py in this process while dcbg reads it
-    h5kwargs = {"mode": "a" if writable else "r", "locking": "best-effort"}
+    h5kwargs = {"mode": "r", "locking": "best-effort"}
     ensure_hdf5_filters()
     from dclab.rtdc_dataset.fmt_hdf5.base import OldFormatNotSupportedError
 

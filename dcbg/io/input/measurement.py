@@ -68,9 +68,6 @@ class RtdcMeasurement:
         The .rtdc file
     policy: BasinPolicy
         Which basins to follow
-    writable: bool
-        Open the file in append mode (by its path, the user's own file);
-        read-only files are opened through :mod:`dcbg.io.input.safe_open`
     opened: OpenedFile or None
         The file, already opened and checked (basin files); this object
         then owns it
@@ -114,7 +111,6 @@ class RtdcMeasurement:
         self,
         path: pathlib.Path,
         policy: BasinPolicy | None = None,
-        writable: bool = False,
         *,
         opened: OpenedFile | None = None,
         chain: tuple = (),
@@ -132,17 +128,11 @@ class RtdcMeasurement:
         self._closed = False
         self.ds = None
         try:
-            if self._opened is None and not writable:
+            if self._opened is None:
                 self._opened = self._open_checked()
-            if self._opened is not None:
-                self.real_path = self._opened.path
-                identity = self._opened.identity
-            else:
-                self.real_path = pathlib.Path(os.path.realpath(self.path))
-                st = os.stat(self.real_path)
-                identity = (st.st_dev, st.st_ino)
-            self.chain = (*chain, identity)
-            self.ds = self._open_dataset(writable)
+            self.real_path = self._opened.path
+            self.chain = (*chain, self._opened.identity)
+            self.ds = self._open_dataset()
             self.h5 = self.ds.h5file
             check_links(self.h5, self.path, ("/", *ACCESSED_GROUPS))
             checks.check_events_group(self.h5, self.path)
@@ -158,9 +148,7 @@ class RtdcMeasurement:
         return isinstance(input_data, (str, os.PathLike))
 
     @classmethod
-    def open(
-        cls, path, policy: BasinPolicy | None = None, writable: bool = False
-    ) -> RtdcMeasurement:
+    def open(cls, path, policy: BasinPolicy | None = None) -> RtdcMeasurement:
         """An input measurement, checked, with its images ready to read
 
         The ``image`` feature is checked against what the file declares
@@ -178,7 +166,7 @@ class RtdcMeasurement:
             (and the basin)
         """
         path = checks.check_input_path(pathlib.Path(path))
-        measurement = cls(path, policy, writable=writable)
+        measurement = cls(path, policy)
         try:
             measurement.images = measurement._open_images()
             checks.check_readable(measurement.h5, path, ("logs", "tables"))
@@ -195,11 +183,11 @@ class RtdcMeasurement:
                 self.path, f"File '{self.path}' {exc}; expected an .rtdc measurement"
             ) from None
 
-    def _open_dataset(self, writable: bool):
+    def _open_dataset(self):
         """dclab's dataset of the file, read through the checked descriptor"""
-        name = self._opened.h5_name() if self._opened is not None else str(self.path)
+        name = self._opened.h5_name()
         try:
-            ds = open_rtdc(pathlib.Path(name), writable)
+            ds = open_rtdc(pathlib.Path(name))
         except ValueError as exc:  # InputFileError, DamagedAttributeError
             if name == str(self.path):
                 raise
@@ -208,12 +196,11 @@ class RtdcMeasurement:
             raise InputFileError(self.path, text) from exc
         # dclab's messages and hash name the file, not the descriptor
         ds.path = self.path
-        if self._opened is not None:
-            try:
-                check_same_file(self._opened, ds.h5file)
-            except FileRefused as exc:
-                ds.close()
-                raise InputFileError(self.path, f"File '{self.path}' {exc}") from None
+        try:
+            check_same_file(self._opened, ds.h5file)
+        except FileRefused as exc:
+            ds.close()
+            raise InputFileError(self.path, f"File '{self.path}' {exc}") from None
         return ds
 
     def _open_images(self) -> ImageStack:

@@ -7,7 +7,7 @@ data, and opens them with the first that does. A kind is a class with
 
 - ``accepts(input_data) -> bool`` (class method): whether it reads
   these data;
-- ``open(input_data, policy, writable=False)`` (class method): the
+- ``open(input_data, policy)`` (class method): the
   opened measurement, with the interface of
   :class:`~dcbg.io.input.RtdcMeasurement` that a method uses (``path``,
   ``images``, ``h5``, ``is_file``, ``get_feature``, ``get_frame_rate``,
@@ -63,7 +63,7 @@ def input_kind_of(input_data) -> type:
     )
 
 
-def open_input(input_data, policy=None, *, writable: bool = False):
+def open_input(input_data, policy=None):
     """Open `input_data` with the input kind that accepts it
 
     Parameters
@@ -73,15 +73,13 @@ def open_input(input_data, policy=None, *, writable: bool = False):
     policy: dcbg.io.input.BasinPolicy or None
         Which basins a file may make dcbg follow (None: the default
         policy, internal and file basins, no remote basins)
-    writable: bool
-        Open a file in append mode (when it is also the output)
 
     Returns
     -------
     measurement: RtdcMeasurement or ArrayInput
         The opened input; close it with ``close()``
     """
-    return input_kind_of(input_data).open(input_data, policy, writable=writable)
+    return input_kind_of(input_data).open(input_data, policy)
 
 
 __all__ = ["INPUT_KINDS", "input_kind_of", "open_input", "register_input_kind"]
