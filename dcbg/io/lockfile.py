@@ -36,6 +36,8 @@ import socket
 import stat
 import sys
 
+from .file_types import describe_file_type
+
 #: flags of every open of a lock file: read-write, created if absent but
 #: never truncated; no symbolic link as the last component (POSIX), no
 #: blocking open of a FIFO, not inherited by child processes, binary
@@ -71,21 +73,6 @@ SYMLINK_ERRNOS = {errno.ELOOP, errno.EMLINK}
 
 class UnsafeLockFileError(PermissionError):
     """The lock file path holds something dcbg must not write into"""
-
-
-def _kind(mode: int) -> str:
-    """What a file of `mode` is, in words"""
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file"
 
 
 def _refuse(path: pathlib.Path, output_path: pathlib.Path, what: str):
@@ -131,7 +118,7 @@ def open_lock_file(
     except FileNotFoundError:
         before = None
     if before is not None and not stat.S_ISREG(before.st_mode):
-        raise _refuse(path, output_path, _kind(before.st_mode))
+        raise _refuse(path, output_path, describe_file_type(before.st_mode))
     flags = LOCK_OPEN_FLAGS
     if platform == "win32":
         flags &= ~getattr(os, "O_NOFOLLOW", 0)  # (tests on POSIX)
@@ -165,7 +152,7 @@ def open_lock_file(
     try:
         after = os.fstat(fd)
         if not stat.S_ISREG(after.st_mode):
-            raise _refuse(path, output_path, _kind(after.st_mode))
+            raise _refuse(path, output_path, describe_file_type(after.st_mode))
         if after.st_nlink > 1:
             raise _refuse(
                 path,

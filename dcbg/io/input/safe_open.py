@@ -41,6 +41,8 @@ import pathlib
 import stat
 import sys
 
+from ..file_types import describe_file_type
+
 #: the 8 bytes every HDF5 file starts with (after an optional user block)
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -95,21 +97,6 @@ class FileRefused(ValueError):
 
 class NotHDF5File(FileRefused):
     """A regular file that is empty or has no HDF5 signature"""
-
-
-def describe_file_type(mode: int) -> str:
-    """What a file that is not a regular file is, e.g. "a FIFO (named pipe)" """
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISCHR(mode):
-        return "a character device"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a regular file"
 
 
 def virtual_root_of(path: str) -> str | None:
@@ -452,7 +439,6 @@ __all__ = [
     "check_hdf5_file",
     "check_hdf5_signature",
     "check_same_file",
-    "describe_file_type",
     "open_hdf5_file",
     "open_regular_file",
     "virtual_root_of",
